@@ -1,0 +1,72 @@
+"""Write outputs so that a failure or a cancel never leaves something that looks complete.
+
+Every file or folder is written under a temporary name beside its final place and renamed
+(atomic on one file system) only when complete; on any exception the temporary is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def prepare_output(path: str | Path, overwrite: bool = True) -> Path:
+    """Check that ``path`` can be written; create its parent folder. Returns it as a Path."""
+    final = Path(path).expanduser()
+    if final.exists() and not overwrite:
+        raise OutputError(f"output {final} already exists; choose another name or allow overwriting")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {final.parent} for output {final.name}: {exc}") from exc
+    if not os.access(final.parent, os.W_OK):
+        raise OutputError(f"the folder {final.parent} is not writable; choose an output in a writable folder")
+    return final
+
+
+def _temp_sibling(final: Path) -> Path:
+    # Keep the suffix so drivers that pick the format from the extension still work.
+    return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path for a file or folder; rename it to ``path`` when the block succeeds.
+
+    A folder output is created by the caller (``tmp.mkdir()``). An existing output is replaced only
+    after the new one is complete, so a failed run keeps the previous result.
+    """
+    final = prepare_output(path, overwrite)
+    tmp = _temp_sibling(final)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if not tmp.exists():
+        raise OutputError(f"internal error: nothing was written for {final}")
+    try:
+        if final.exists():
+            old = _temp_sibling(final)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            _remove(old)
+        else:
+            os.replace(tmp, final)
+    except OSError as exc:
+        _remove(tmp)
+        raise OutputError(f"could not move the finished output into place at {final}: {exc}") from exc

@@ -1,0 +1,8 @@
+"""The explicit list of algorithms the provider offers (as QGIS's own providers do)."""
+
+from __future__ import annotations
+
+from .base import RoadLandcoverAlgorithm
+from .sample_scene import SampleSceneAlgorithm
+
+ALGORITHMS: tuple[type[RoadLandcoverAlgorithm], ...] = (SampleSceneAlgorithm,)
