@@ -15,7 +15,10 @@ from .feedback import ProcessingFeedbackAdapter
 
 
 class RoadLandcoverAlgorithm(QgsProcessingAlgorithm):
-    """Subclasses set the class attributes and implement :meth:`initAlgorithm` and :meth:`run`."""
+    """Subclasses set the class attributes and implement :meth:`initAlgorithm` and :meth:`run_core`.
+
+    (Not ``run``: that name belongs to ``QgsProcessingAlgorithm``.)
+    """
 
     ALG_ID = ""
     DISPLAY_NAME = ""
@@ -51,9 +54,9 @@ class RoadLandcoverAlgorithm(QgsProcessingAlgorithm):
     ) -> dict[str, Any]:
         with core_errors_as_processing(feedback, self.DISPLAY_NAME):
             require(self.REQUIRES, self.DISPLAY_NAME)
-            return self.run(parameters, context, feedback, ProcessingFeedbackAdapter(feedback))
+            return self.run_core(parameters, context, feedback, ProcessingFeedbackAdapter(feedback))
 
-    def run(
+    def run_core(
         self,
         parameters: dict[str, Any],
         context: QgsProcessingContext,

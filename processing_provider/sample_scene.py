@@ -55,7 +55,7 @@ class SampleSceneAlgorithm(RoadLandcoverAlgorithm):
             "ROAD_CENTERLINES", self.tr("Road centerlines"), QgsProcessing.TypeVectorLine))
         self.addOutput(QgsProcessingOutputRasterLayer("ROAD_MASK", self.tr("Road mask")))
 
-    def run(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback,
+    def run_core(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback,
             core_feedback: ProcessingFeedbackAdapter) -> dict[str, Any]:
         from core.sample_data import SampleSceneConfig, generate_sample_scene
 
