@@ -171,7 +171,7 @@ def _buildings(rng: np.random.Generator, side: float, road_surface: Any) -> list
     from shapely.geometry import box
 
     L = side
-    houses = []
+    houses: list[Any] = []
     street_v = [0.12 * L, 0.22 * L, 0.32 * L, 0.42 * L]
     for v in street_v:
         for sign in (1, -1):
@@ -245,6 +245,17 @@ def _landcover(rng: np.random.Generator, side: float, road_surface: Any, houses:
     return [(g, v) for g, v in features if not g.is_empty and g.area > 0.01]
 
 
+def _as_multipolygon(geom: Any) -> Any:
+    """A valid MultiPolygon from the result of overlay operations (which may be invalid or mixed)."""
+    import shapely
+    from shapely.geometry import MultiPolygon, Polygon
+
+    geom = shapely.make_valid(shapely.force_2d(geom))
+    parts = [g for g in getattr(geom, "geoms", [geom]) if isinstance(g, (Polygon, MultiPolygon))]
+    polygons = [p for g in parts for p in getattr(g, "geoms", [g]) if p.area > 0]
+    return MultiPolygon(polygons)
+
+
 # --------------------------------------------------------------------------- imagery
 
 
@@ -258,7 +269,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: fl
     small = ndimage.gaussian_filter(small, max(sigma_px / step, 0.5))
     noise = ndimage.zoom(small, step, order=1)[: shape[0], : shape[1]]
     noise -= noise.mean()
-    return noise / (noise.std() + 1e-6)
+    return np.asarray(noise / (noise.std() + 1e-6), dtype=np.float32)
 
 
 def _render(
@@ -272,7 +283,7 @@ def _render(
     """Turn a raster of feature ids into a textured 4-band image (float32, 0-255)."""
     from scipy import ndimage
 
-    shape = feature_ids.shape
+    shape = (int(feature_ids.shape[0]), int(feature_ids.shape[1]))
     cls = feature_class[feature_ids]
     img = feature_color[feature_ids].astype(np.float32)  # (rows, cols, 4)
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
@@ -305,7 +316,7 @@ def _render(
     for b in range(img.shape[2]):
         img[..., b] = ndimage.gaussian_filter(img[..., b], 0.6)
     img += rng.normal(0.0, 2.5, img.shape).astype(np.float32)
-    return img
+    return np.asarray(img, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- main entry
@@ -318,7 +329,6 @@ def generate_sample_scene(
 ) -> SampleScene:
     """Generate the sample scene into ``output_dir`` (created; replaced atomically if it exists)."""
     import rasterio
-    import shapely
     from rasterio.features import rasterize
     from rasterio.transform import from_origin
     from shapely import affinity, unary_union
@@ -424,8 +434,7 @@ def generate_sample_scene(
         names = {c.value: c.name for c in SAMPLE_CLASSES}
         polys = [to_map(g) for g, _ in landcover]
         write_vector(
-            tmp / "landcover_polygons.gpkg", [shapely.force_2d(shapely.geometry.MultiPolygon(
-                list(getattr(g, "geoms", [g])))) for g in polys],
+            tmp / "landcover_polygons.gpkg", [_as_multipolygon(g) for g in polys],
             {"classvalue": np.array([v for _, v in landcover], dtype=np.int32),
              "classname": np.array([names[v] for _, v in landcover], dtype=object)},
             crs=cfg.crs, layer="landcover", geometry_type="MultiPolygon",

@@ -6,6 +6,7 @@ from typing import Any
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
+    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingOutputRasterLayer,
@@ -13,7 +14,6 @@ from qgis.core import (
     QgsProcessingParameterCrs,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
-    QgsProcessing,
 )
 
 from .base import RoadLandcoverAlgorithm

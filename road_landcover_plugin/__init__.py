@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def classFactory(iface: Any) -> Any:  # noqa: N802 (name fixed by QGIS)
+def classFactory(iface: Any) -> Any:
     from .plugin import RoadLandcoverPlugin
 
     return RoadLandcoverPlugin(iface)
