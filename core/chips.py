@@ -1,0 +1,930 @@
+"""Export Training Data For Deep Learning: image chips + label chips + the description training reads.
+
+The training folder format is the contract in ``docs/formats.md``. The export walks a grid of chip
+windows over the raster (optionally rotated copies), reads each chip with a windowed read (memory is
+bounded by the chip, not the raster), rasterizes the labels that touch the chip through a spatial index,
+and writes the chips into a temporary folder that is renamed only when ``dataset.json`` is complete, so a
+canceled or failed export never leaves a folder that looks finished.
+
+Labels are a vector layer (polygons burned with their class; lines and points buffered by ``buffer_m``
+metres, measured in a local metric projection even when the layer is in degrees) or a classified raster
+(resampled with nearest neighbour). Road modes turn centerlines into SpaceNet-style masks (binary,
+speed-proportional, or speed bins) and optionally orientation chips for multi-task road models.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import json
+import math
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .classes import ClassInfo, make_classes
+from .config import StepConfig, require
+from .errors import ConfigError, LabelError, RasterReadError
+from .outputs import atomic_output
+from .progress import Feedback, NullFeedback, check_canceled
+
+LABEL_MODES: tuple[str, ...] = ("classified_tiles", "road_binary", "road_speed_continuous", "road_speed_bins")
+CHIP_FORMATS: tuple[str, ...] = ("tif", "png", "jpg")
+STRETCHES: tuple[str, ...] = ("none", "percentile", "minmax")
+RASTER_LABEL_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".asc", ".nc")
+ROAD_IGNORE = 255
+_STATS_SAMPLE = 20000  # values kept per band for the percentiles of dataset.json (reservoir sample)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(StepConfig):
+    """Every parameter of the export (serialized into ``dataset.json["parameters"]``).
+
+    Attributes:
+        raster: image raster path (any GDAL raster).
+        labels: label source: a vector file (polygons, lines, points) or a classified raster.
+        output_folder: the training folder to create (replaced when it exists and ``overwrite``).
+        labels_layer: layer name inside a multi-layer vector file (GeoPackage).
+        class_field: integer class field; default ``classvalue`` or ``value`` when present, else class 1.
+        class_name_field: optional field with class names.
+        label_mode: ``classified_tiles`` | ``road_binary`` | ``road_speed_continuous`` | ``road_speed_bins``.
+        buffer_m: half-width in metres for lines (road masks: SpaceNet uses 2 m) and radius for points.
+        speed_field: numeric speed field for the speed modes.
+        speed_max: speed that maps to label 254 in continuous mode / upper edge of the bins (default: data max).
+        speed_bin_width: width of one speed bin, in the units of ``speed_field``.
+        orientation: also write ``orientation/`` chips (road centerline direction per road pixel).
+        orientation_bin_deg: orientation bin size in degrees (180 / bin size bins).
+        orientation_width_m: full width of the band around centerlines that gets an orientation
+            (default ``2 * buffer_m``, i.e. the road mask).
+        tile_size_px: chip (width, height) in pixels.
+        stride_px: step between chips (x, y) in pixels; smaller than the tile size means overlap.
+        cell_size: output cell size (x, y) in raster CRS units; default the raster's own.
+        resampling: image resampling when the cell size differs or chips are rotated (labels: nearest).
+        extent: (minx, miny, maxx, maxy) to export, in ``extent_crs`` (default the raster's CRS).
+        mask_polygons: vector file; only chips entirely inside its polygons are exported.
+        rotation_deg: also export copies rotated by k * this angle (k = 1, 2, ... while < 360).
+        only_tiles_with_features: skip chips without any labelled pixel.
+        max_nodata_percent: skip chips with more invalid (nodata/outside) pixels than this.
+        chip_format: ``tif`` (any bands/dtype), ``png`` (1-4 bands, 8/16 bit), ``jpg`` (1 or 3 bands, 8 bit).
+        bands: 1-based band indices in output order; default all bands except alpha.
+        stretch: ``none`` keeps raw values; ``percentile`` / ``minmax`` map them to 8 bit.
+        stretch_percentiles: low/high percentiles of the ``percentile`` stretch.
+        class_names / class_colors: legend from the label layer's style (value -> name / ``#rrggbb``).
+        max_chips: stop after this many chips (quick tries).
+        preview_chips: how many chips ``preview.png`` shows.
+        overwrite: replace an existing output folder.
+    """
+
+    raster: str
+    labels: str
+    output_folder: str
+    labels_layer: str | None = None
+    class_field: str | None = None
+    class_name_field: str | None = None
+    label_mode: str = "classified_tiles"
+    buffer_m: float = 2.0
+    speed_field: str | None = None
+    speed_max: float | None = None
+    speed_bin_width: float = 10.0
+    orientation: bool = False
+    orientation_bin_deg: float = 5.0
+    orientation_width_m: float | None = None
+    tile_size_px: tuple[int, int] = (256, 256)
+    stride_px: tuple[int, int] = (128, 128)
+    cell_size: tuple[float, float] | None = None
+    resampling: str = "bilinear"
+    extent: tuple[float, float, float, float] | None = None
+    extent_crs: str | None = None
+    mask_polygons: str | None = None
+    rotation_deg: float = 0.0
+    only_tiles_with_features: bool = True
+    max_nodata_percent: float = 25.0
+    chip_format: str = "tif"
+    bands: tuple[int, ...] | None = None
+    stretch: str = "none"
+    stretch_percentiles: tuple[float, float] = (2.0, 98.0)
+    class_names: dict[int, str] | None = None
+    class_colors: dict[int, str] | None = None
+    max_chips: int | None = None
+    preview_chips: int = 8
+    overwrite: bool = True
+
+    def validate(self) -> None:
+        from .raster_io import RESAMPLING_NAMES
+
+        require(self.label_mode in LABEL_MODES,
+                f"label_mode {self.label_mode!r} is unknown; use one of: {', '.join(LABEL_MODES)}")
+        require(self.chip_format in CHIP_FORMATS,
+                f"chip_format {self.chip_format!r} is unknown; use one of: {', '.join(CHIP_FORMATS)}")
+        require(self.stretch in STRETCHES, f"stretch {self.stretch!r} is unknown; use one of: {', '.join(STRETCHES)}")
+        require(self.resampling in RESAMPLING_NAMES,
+                f"resampling {self.resampling!r} is unknown; use one of: {', '.join(RESAMPLING_NAMES)}")
+        require(len(self.tile_size_px) == 2 and all(8 <= t <= 8192 for t in self.tile_size_px),
+                f"tile_size_px {self.tile_size_px} must be two sizes between 8 and 8192 pixels")
+        require(len(self.stride_px) == 2 and all(1 <= s <= 8192 for s in self.stride_px),
+                f"stride_px {self.stride_px} must be two steps between 1 and 8192 pixels")
+        require(self.cell_size is None or (len(self.cell_size) == 2 and all(c > 0 for c in self.cell_size)),
+                f"cell_size {self.cell_size} must be two positive numbers (raster CRS units)")
+        require(self.buffer_m > 0, f"buffer_m is {self.buffer_m}; it must be a positive number of metres")
+        require(0 <= self.max_nodata_percent <= 100, "max_nodata_percent must be between 0 and 100")
+        require(0 <= self.rotation_deg < 360, "rotation_deg must be between 0 (no rotated copies) and 360")
+        require(self.speed_bin_width > 0, "speed_bin_width must be positive")
+        require(self.speed_max is None or self.speed_max > 0, "speed_max must be positive")
+        require(0 < self.orientation_bin_deg <= 90 and (180.0 / self.orientation_bin_deg) <= 254,
+                "orientation_bin_deg must be between 0.71 and 90 degrees (at most 254 bins)")
+        require(self.orientation_width_m is None or self.orientation_width_m > 0, "orientation_width_m must be positive")
+        require(self.extent is None or (len(self.extent) == 4 and self.extent[0] < self.extent[2]
+                                        and self.extent[1] < self.extent[3]),
+                f"extent {self.extent} must be (minx, miny, maxx, maxy) with min < max")
+        require(self.bands is None or (len(self.bands) > 0 and all(b >= 1 for b in self.bands)),
+                "bands must be 1-based band numbers, e.g. (3, 2, 1)")
+        require(0 <= self.stretch_percentiles[0] < self.stretch_percentiles[1] <= 100,
+                "stretch_percentiles must be (low, high) with 0 <= low < high <= 100")
+        require(self.max_chips is None or self.max_chips > 0, "max_chips must be positive")
+        if self.label_mode in ("road_speed_continuous", "road_speed_bins"):
+            require(bool(self.speed_field), f"label_mode {self.label_mode} needs speed_field (a numeric speed field)")
+        if self.orientation:
+            require(self.label_mode != "classified_tiles",
+                    "orientation chips are for road models: choose a road label mode (road_binary, ...)")
+
+    @property
+    def task(self) -> str:
+        return "landcover" if self.label_mode == "classified_tiles" else "roads"
+
+    @property
+    def ignore_value(self) -> int:
+        return 0 if self.label_mode == "classified_tiles" else ROAD_IGNORE
+
+    @property
+    def orientation_bins(self) -> int:
+        return int(round(180.0 / self.orientation_bin_deg))
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What the export produced."""
+
+    folder: Path
+    chip_count: int
+    class_pixels: dict[int, int]
+    footprints: Path
+    dataset_json: Path
+    skipped: dict[str, int]
+
+
+# --------------------------------------------------------------------------- labels
+
+
+@dataclasses.dataclass
+class _VectorLabels:
+    index: Any  # LabelIndex of burn geometries
+    centerlines: Any  # LabelIndex of line geometries (orientation), or None
+    orientation_band: Any  # LabelIndex of the orientation band when its width differs from the mask
+    class_values: list[int]
+    names: dict[int, str]
+    class_field: str | None
+    repaired: int
+    features: int
+    speed_edges: list[float] | None
+    speed_max: float | None
+
+
+def _pick_field(attributes: dict[str, np.ndarray], wanted: str | None, layer: str) -> str | None:
+    if wanted:
+        for name in attributes:
+            if name == wanted or name.lower() == wanted.lower():
+                return name
+        raise LabelError(
+            f"the label layer {layer} has no field {wanted!r}; its fields are: "
+            f"{', '.join(attributes) or '(none)'}; choose one of them or leave the class field empty"
+        )
+    for candidate in ("classvalue", "value"):
+        for name in attributes:
+            if name.lower() == candidate:
+                return name
+    return None
+
+
+def _as_int_values(values: np.ndarray, field: str, layer: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.int64)
+    try:
+        f = np.array([float(v) if v is not None and str(v).strip() != "" else np.nan for v in arr], dtype=np.float64)
+    except (TypeError, ValueError):
+        sample = next((v for v in arr if not _is_number(v)), arr[0] if len(arr) else "")
+        raise LabelError(
+            f"the class field {field!r} of {layer} holds non-integer values (e.g. {sample!r}); use an integer "
+            "class field (1-254) and put the names in the class name field"
+        ) from None
+    if np.isnan(f).any():
+        raise LabelError(f"the class field {field!r} of {layer} has empty values; fill them (0 = unlabelled)")
+    if not np.all(f == np.round(f)):
+        bad = f[f != np.round(f)][0]
+        raise LabelError(
+            f"the class field {field!r} of {layer} holds non-integer values (e.g. {bad}); class values must be "
+            "whole numbers 1-254 (0 = unlabelled)"
+        )
+    return f.astype(np.int64)
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _load_vector_labels(cfg: ExportConfig, raster_crs: Any, area: tuple[float, float, float, float],
+                        feedback: Feedback) -> _VectorLabels:
+    from .rasterize_labels import LabelIndex, buffer_metres, repair, require_labels_inside, transform_geometries
+    from .vectors import read_vector
+
+    layer_name = cfg.labels + (f"|{cfg.labels_layer}" if cfg.labels_layer else "")
+    vec = read_vector(cfg.labels, cfg.labels_layer)
+    if not len(vec):
+        raise LabelError(f"the label layer {layer_name} is empty (no feature with a geometry); "
+                         "draw or load labels first")
+    geoms, repaired = repair(vec.geometries)
+    if repaired:
+        feedback.warning(f"{repaired} invalid label geometries were repaired (make_valid)")
+    if vec.crs is None:
+        feedback.warning(f"the label layer {layer_name} has no CRS; assuming the raster's CRS")
+        src_crs = raster_crs
+    else:
+        src_crs = vec.crs
+    n = len(geoms)
+    names: dict[int, str] = {}
+    speed_edges: list[float] | None = None
+    speed_max: float | None = None
+    field: str | None = None
+    if cfg.label_mode == "classified_tiles":
+        field = _pick_field(vec.attributes, cfg.class_field, layer_name)
+        values = _as_int_values(vec.attributes[field], field, layer_name) if field else np.ones(n, dtype=np.int64)
+        bad = values[(values < 0) | (values > 254)]
+        if len(bad):
+            raise LabelError(
+                f"the class field {field!r} of {layer_name} has value {int(bad[0])}, outside 0-254 "
+                "(0 = unlabelled, 255 is reserved); renumber the classes"
+            )
+        if cfg.class_name_field:
+            name_field = _pick_field(vec.attributes, cfg.class_name_field, layer_name)
+            assert name_field is not None
+            for v, nm in zip(values, vec.attributes[name_field]):
+                names.setdefault(int(v), str(nm))
+        class_values = sorted({int(v) for v in values if v != 0})
+        if not class_values:
+            raise LabelError(f"every feature of {layer_name} has class 0 (unlabelled); nothing to learn from")
+    else:
+        class_values = [1]
+        values = np.ones(n, dtype=np.int64)
+        if cfg.speed_field:
+            field = _pick_field(vec.attributes, cfg.speed_field, layer_name)
+            assert field is not None
+            try:
+                speed = np.asarray(vec.attributes[field], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise LabelError(f"the speed field {field!r} of {layer_name} is not numeric; choose a numeric field") from None
+            speed = np.nan_to_num(speed, nan=0.0)
+            speed_max = float(cfg.speed_max or speed.max())
+            if speed_max <= 0:
+                raise LabelError(f"the speed field {field!r} of {layer_name} has no positive speed")
+            if cfg.label_mode == "road_speed_continuous":
+                values = np.clip(np.round(254.0 * speed / speed_max), 1, 254).astype(np.int64)
+            elif cfg.label_mode == "road_speed_bins":
+                nbins = max(1, int(math.ceil(speed_max / cfg.speed_bin_width - 1e-9)))
+                speed_edges = [i * cfg.speed_bin_width for i in range(nbins + 1)]
+                values = np.clip(np.floor(speed / cfg.speed_bin_width), 0, nbins - 1).astype(np.int64) + 1
+            order = np.argsort(values, kind="stable")  # fastest road wins where roads overlap
+            geoms = [geoms[i] for i in order]
+            values = values[order]
+    geoms = transform_geometries(geoms, src_crs, raster_crs)
+    require_labels_inside(geoms, area, layer_name)
+    kinds = np.array([g.geom_type for g in geoms])
+    is_line = np.isin(kinds, ["LineString", "MultiLineString", "LinearRing"])
+    is_point = np.isin(kinds, ["Point", "MultiPoint"])
+    burn = list(geoms)
+    to_buffer = np.flatnonzero(is_line | is_point)
+    if len(to_buffer):
+        buffered = buffer_metres([geoms[i] for i in to_buffer], raster_crs, cfg.buffer_m)
+        for i, g in zip(to_buffer, buffered):
+            burn[i] = g
+    index = LabelIndex(burn, values, all_touched=is_point)
+    centerlines = orientation_band = None
+    if cfg.orientation:
+        lines = [geoms[i] for i in np.flatnonzero(is_line)]
+        if not lines:
+            raise LabelError(f"orientation chips need road centerlines (lines); {layer_name} has no line feature")
+        centerlines = LabelIndex(lines, np.ones(len(lines)))
+        width_m = cfg.orientation_width_m or 2 * cfg.buffer_m
+        if not math.isclose(width_m, 2 * cfg.buffer_m):
+            band = buffer_metres(lines, raster_crs, width_m / 2.0)
+            orientation_band = LabelIndex(band, np.ones(len(band)))
+    return _VectorLabels(index, centerlines, orientation_band, class_values, names, field, repaired, n,
+                         speed_edges, speed_max)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+class _BandStats:
+    """Running per-band statistics of the stored chip values (valid pixels only)."""
+
+    def __init__(self, nbands: int, seed: int = 0) -> None:
+        self.count = np.zeros(nbands, dtype=np.int64)
+        self.sum = np.zeros(nbands, dtype=np.float64)
+        self.sumsq = np.zeros(nbands, dtype=np.float64)
+        self.min = np.full(nbands, np.inf)
+        self.max = np.full(nbands, -np.inf)
+        self.sample = np.zeros((nbands, _STATS_SAMPLE), dtype=np.float64)
+        self.seen = 0
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, data: np.ndarray, valid: np.ndarray) -> None:
+        if not valid.any():
+            return
+        vals = data[:, valid].astype(np.float64)
+        self.count += vals.shape[1]
+        self.sum += vals.sum(axis=1)
+        self.sumsq += (vals * vals).sum(axis=1)
+        self.min = np.minimum(self.min, vals.min(axis=1))
+        self.max = np.maximum(self.max, vals.max(axis=1))
+        # Reservoir sample of pixel columns (all bands of the same pixels) for the percentiles.
+        take = vals[:, self.rng.permutation(vals.shape[1])[:4096]]
+        k = take.shape[1]
+        free = _STATS_SAMPLE - self.seen
+        if free > 0:
+            m = min(free, k)
+            self.sample[:, self.seen:self.seen + m] = take[:, :m]
+            take = take[:, m:]
+            self.seen += m
+        if take.shape[1]:
+            pos = self.rng.integers(0, self.seen + np.arange(1, take.shape[1] + 1))
+            keep = pos < _STATS_SAMPLE
+            self.sample[:, pos[keep]] = take[:, keep]
+            self.seen += take.shape[1]
+
+    def to_json(self, names: list[str], indices: tuple[int, ...]) -> list[dict[str, Any]]:
+        out = []
+        n = np.maximum(self.count, 1)
+        mean = self.sum / n
+        std = np.sqrt(np.maximum(self.sumsq / n - mean * mean, 0.0))
+        filled = min(self.seen, _STATS_SAMPLE)
+        for i, (idx, name) in enumerate(zip(indices, names)):
+            s = self.sample[i, :filled]
+            p2, p98 = (np.percentile(s, [2, 98]).tolist() if filled else (0.0, 0.0))
+            out.append({"index": int(idx), "name": name, "min": _f(self.min[i]), "max": _f(self.max[i]),
+                        "mean": _f(mean[i]), "std": _f(std[i]), "p2": _f(p2), "p98": _f(p98),
+                        "count": int(self.count[i])})
+        return out
+
+
+def _f(x: float) -> float | None:
+    x = float(x)
+    return round(x, 6) if math.isfinite(x) else None
+
+
+def _stretch_limits(src: Any, bands: tuple[int, ...], method: str, percentiles: tuple[float, float],
+                    sample_px: int = 1024) -> tuple[list[float], list[float]]:
+    """Per-band low/high for the stretch, from a decimated read (bounded memory, whole raster)."""
+    from .raster_io import invalid_mask
+
+    scale = max(src.width / sample_px, src.height / sample_px, 1.0)
+    h, w = max(1, int(src.height / scale)), max(1, int(src.width / scale))
+    low, high = [], []
+    for b in bands:
+        data = src.read([b], out_shape=(1, h, w))
+        valid = ~invalid_mask(data, src.nodata)
+        vals = data[0][valid].astype(np.float64)
+        if not vals.size:
+            raise RasterReadError(f"band {b} of {src.name} has no valid pixel (all nodata); check the raster")
+        if method == "percentile":
+            lo, hi = np.percentile(vals, percentiles)
+        else:
+            lo, hi = vals.min(), vals.max()
+        if hi <= lo:
+            hi = lo + 1.0
+        low.append(float(lo))
+        high.append(float(hi))
+    return low, high
+
+
+def _apply_stretch(data: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
+    lo = np.asarray(low, dtype=np.float32)[:, None, None]
+    hi = np.asarray(high, dtype=np.float32)[:, None, None]
+    scaled = np.clip((data.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0) * 255.0
+    out: np.ndarray = np.round(scaled).astype(np.uint8)
+    return out
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def _chip_origins(width: int, height: int, tile: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int]]:
+    """Top-left (col, row) of every chip: a regular stride plus one chip flush with the right/bottom edge."""
+
+    def axis(n: int, t: int, s: int) -> list[int]:
+        if n <= t:
+            return [0]
+        starts = list(range(0, n - t + 1, s))
+        if starts[-1] != n - t:
+            starts.append(n - t)
+        return starts
+
+    return [(c, r) for r in axis(height, tile[1], stride[1]) for c in axis(width, tile[0], stride[0])]
+
+
+def _export_area(src: Any, cfg: ExportConfig) -> tuple[float, float, float, float]:
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = src.bounds
+    if cfg.extent is None:
+        return left, bottom, right, top
+    ext = cfg.extent
+    if cfg.extent_crs and src.crs is not None:
+        ext = transform_bounds(cfg.extent_crs, src.crs, *ext, densify_pts=21)
+    area = (max(left, ext[0]), max(bottom, ext[1]), min(right, ext[2]), min(top, ext[3]))
+    if area[0] >= area[2] or area[1] >= area[3]:
+        raise ConfigError(
+            f"the extent {tuple(round(v, 6) for v in ext)} does not overlap the raster "
+            f"{tuple(round(v, 6) for v in src.bounds)}; choose an extent inside the raster"
+        )
+    return area
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _check_format(fmt: str, nbands: int, dtype: str) -> None:
+    if fmt == "png" and not (1 <= nbands <= 4 and dtype in ("uint8", "uint16")):
+        raise ConfigError(
+            f"PNG chips hold 1-4 bands of 8 or 16 bit; the chips would have {nbands} band(s) of {dtype}. "
+            "Use TIFF chips, select at most 4 bands, or apply a stretch to 8 bit"
+        )
+    if fmt == "jpg" and not (nbands in (1, 3) and dtype == "uint8"):
+        raise ConfigError(
+            f"JPEG chips hold 1 or 3 bands of 8 bit; the chips would have {nbands} band(s) of {dtype}. "
+            "Use TIFF or PNG chips, select 1 or 3 bands, or apply a stretch to 8 bit"
+        )
+
+
+def _write_chip(path: Path, data: np.ndarray, transform: Any, crs: Any, nodata: float | None, fmt: str) -> None:
+    import rasterio
+
+    driver = {"tif": "GTiff", "png": "PNG", "jpg": "JPEG"}[fmt]
+    profile: dict[str, Any] = {"driver": driver, "width": data.shape[2], "height": data.shape[1],
+                               "count": data.shape[0], "dtype": str(data.dtype), "crs": crs,
+                               "transform": transform}
+    if nodata is not None:
+        profile["nodata"] = nodata
+    if fmt == "tif":
+        profile["interleave"] = "pixel" if data.shape[0] <= 4 else "band"
+    elif fmt == "jpg":
+        profile["quality"] = 95
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(str(path), "w", **profile) as dst:
+            dst.write(data)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def export_training_data(cfg: ExportConfig, feedback: Feedback | None = None) -> ExportResult:
+    """Export image and label chips with their description into ``cfg.output_folder``.
+
+    Raises:
+        ConfigError: inconsistent parameters (format vs bands, extent outside the raster, ...).
+        LabelError: unusable labels (empty, outside, bad class field) or no chip to export.
+        RasterReadError: the raster cannot be read.
+        CanceledError: the user canceled; no output folder is left behind.
+    """
+    from .raster_io import default_bands, open_raster, raster_env
+
+    fb = feedback or NullFeedback()
+    with raster_env(), open_raster(cfg.raster) as src:
+        if src.crs is None:
+            raise RasterReadError(f"the raster {cfg.raster} has no CRS; assign one (Raster > Projections) first")
+        bands = tuple(cfg.bands) if cfg.bands else default_bands(src)
+        bad = [b for b in bands if b > src.count]
+        if bad:
+            raise ConfigError(f"band {bad[0]} does not exist: {cfg.raster} has {src.count} band(s)")
+        src_dtype = str(src.dtypes[bands[0] - 1])
+        out_dtype = "uint8" if cfg.stretch != "none" else src_dtype
+        _check_format(cfg.chip_format, len(bands), out_dtype)
+        with atomic_output(cfg.output_folder, overwrite=cfg.overwrite) as tmp:
+            tmp.mkdir()
+            return _export(cfg, src, bands, out_dtype, tmp, Path(cfg.output_folder), fb)
+
+
+def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str, tmp: Path, final: Path,
+            fb: Feedback) -> ExportResult:
+    import shapely
+    from affine import Affine
+
+    from .raster_io import Grid, read_grid, resampling_from_name, rotated_grid
+
+    area = _export_area(src, cfg)
+    csx, csy = cfg.cell_size if cfg.cell_size else (abs(src.transform.a), abs(src.transform.e))
+    x0, y0 = area[0], area[3]
+    if cfg.cell_size is None and src.transform.b == 0 and src.transform.d == 0:
+        # Snap the origin to the raster's pixel grid so chips are plain windowed reads.
+        col, row = ~src.transform * (x0, y0)
+        x0, y0 = src.transform * (math.floor(col + 1e-9), math.floor(row + 1e-9))
+    ncols = max(1, int(math.ceil((area[2] - x0) / csx - 1e-9)))
+    nrows = max(1, int(math.ceil((y0 - area[1]) / csy - 1e-9)))
+    base = Affine(csx, 0.0, x0, 0.0, -csy, y0)
+    tw, th = cfg.tile_size_px
+    origins = _chip_origins(ncols, nrows, cfg.tile_size_px, cfg.stride_px)
+    angles = [0.0]
+    if cfg.rotation_deg > 0:
+        k = 1
+        while k * cfg.rotation_deg < 360 - 1e-9:
+            angles.append(k * cfg.rotation_deg)
+            k += 1
+    resampling = resampling_from_name(cfg.resampling)
+
+    # ---- labels
+    raster_labels = None
+    vlabels: _VectorLabels | None = None
+    label_names: dict[int, str] = {}
+    label_colors: dict[int, str] = {}
+    if Path(cfg.labels).suffix.lower() in RASTER_LABEL_SUFFIXES:
+        from .raster_io import open_raster
+
+        if cfg.label_mode != "classified_tiles":
+            raise ConfigError("road label modes need road centerlines (a vector layer), not a raster")
+        raster_labels = open_raster(cfg.labels)
+        _check_raster_labels(raster_labels, src, area)
+        if raster_labels.crs is not None and raster_labels.crs != src.crs:
+            from rasterio.enums import Resampling
+            from rasterio.vrt import WarpedVRT
+
+            raster_labels = WarpedVRT(raster_labels, crs=src.crs, resampling=Resampling.nearest)
+        try:
+            cmap = raster_labels.colormap(1)
+            label_colors = {int(v): "#{:02x}{:02x}{:02x}".format(*rgba[:3]) for v, rgba in cmap.items()}
+        except ValueError:
+            pass
+    else:
+        vlabels = _load_vector_labels(cfg, src.crs, area, fb)
+        label_names = vlabels.names
+    names = {**label_names, **(cfg.class_names or {})}
+    colors = {**label_colors, **(cfg.class_colors or {})}
+
+    mask_geom = None
+    if cfg.mask_polygons:
+        from .rasterize_labels import repair, transform_geometries
+        from .vectors import read_vector
+
+        mvec = read_vector(cfg.mask_polygons)
+        mgeoms, _ = repair(mvec.geometries)
+        mgeoms = transform_geometries(mgeoms, mvec.crs or src.crs, src.crs)
+        mask_geom = shapely.unary_union([g for g in mgeoms if g.geom_type in ("Polygon", "MultiPolygon")])
+        if mask_geom.is_empty:
+            raise ConfigError(f"the mask layer {cfg.mask_polygons} has no polygon; use a polygon layer")
+        shapely.prepare(mask_geom)
+
+    low: list[float] = []
+    high: list[float] = []
+    if cfg.stretch != "none":
+        low, high = _stretch_limits(src, bands, cfg.stretch, cfg.stretch_percentiles)
+    src_nodata = src.nodata
+    # Stretched chips keep 0 for nodata (the label chips mark those pixels ignored anyway).
+    image_nodata: float | None = src_nodata if cfg.stretch == "none" else (0 if src_nodata is not None else None)
+    fill = src_nodata if src_nodata is not None else 0
+
+    ext = cfg.chip_format
+    label_ext = "tif" if ext == "tif" else "png"
+    folders = ["images", "labels"]
+    if cfg.orientation:
+        folders.append("orientation")
+    if cfg.label_mode == "road_speed_bins":
+        folders.append("speed")
+    for f in folders:
+        (tmp / f).mkdir()
+
+    stats = _BandStats(len(bands))
+    class_pixels: dict[int, int] = {}
+    rows: list[dict[str, Any]] = []
+    footprints: list[Any] = []
+    skipped = {"outside_mask": 0, "no_features": 0, "nodata": 0}
+    ignore = cfg.ignore_value
+    obins = cfg.orientation_bins
+    total = len(origins) * len(angles)
+    done = 0
+    fb.info(f"export grid {ncols}x{nrows} px at cell size {csx:g} x {csy:g}: {total} candidate chips")
+    for angle in angles:
+        for col, row in origins:
+            check_canceled(fb, "export of training chips")
+            done += 1
+            if done % 16 == 0:
+                fb.set_progress(100.0 * done / total)
+            if cfg.max_chips is not None and len(rows) >= cfg.max_chips:
+                break
+            grid = rotated_grid(Grid(base * Affine.translation(col, row), tw, th), angle)
+            footprint = shapely.Polygon(grid.corners())
+            if mask_geom is not None and not mask_geom.contains(footprint):
+                skipped["outside_mask"] += 1
+                continue
+            if vlabels is not None and cfg.only_tiles_with_features and not len(vlabels.index.query(footprint)):
+                skipped["no_features"] += 1
+                continue
+            data, invalid = read_grid(src, bands, grid, resampling, fill=fill)
+            nodata_fraction = float(invalid.mean())
+            if nodata_fraction * 100.0 > cfg.max_nodata_percent:
+                skipped["nodata"] += 1
+                continue
+            speed_bands = None
+            orient = None
+            if vlabels is not None:
+                burned = vlabels.index.rasterize(grid.transform, grid.shape, fill=0, footprint=footprint)
+                if cfg.label_mode == "road_speed_bins":
+                    nb = len(vlabels.speed_edges or [0, 1]) - 1
+                    speed_bands = np.stack([burned == i + 1 for i in range(nb)] + [burned > 0]).astype(np.uint8)
+                    label = (burned > 0).astype(np.uint8)
+                else:
+                    label = burned
+            else:
+                assert raster_labels is not None
+                label = _raster_label_chip(raster_labels, grid, cfg.labels)
+            label[invalid] = ignore
+            if cfg.only_tiles_with_features:
+                labelled = (label != ignore) & (label != 0)
+                if not labelled.any():
+                    skipped["no_features"] += 1
+                    continue
+            if speed_bands is not None:
+                speed_bands[:, invalid] = 0
+            if cfg.orientation and vlabels is not None:
+                orient = _orientation_chip(vlabels, grid, footprint, label, invalid, obins)
+            if cfg.stretch != "none":
+                stored = _apply_stretch(data, low, high)
+                if image_nodata is not None:
+                    stored[:, invalid] = 0
+            else:
+                stored = data
+            name = f"{len(rows):06d}"
+            _write_chip(tmp / "images" / f"{name}.{ext}", stored, grid.transform, src.crs, image_nodata, ext)
+            _write_chip(tmp / "labels" / f"{name}.{label_ext}", label[None], grid.transform, src.crs, None,
+                        label_ext)
+            if orient is not None:
+                _write_chip(tmp / "orientation" / f"{name}.{label_ext}", orient[None], grid.transform, src.crs,
+                            None, label_ext)
+            if speed_bands is not None:
+                _write_chip(tmp / "speed" / f"{name}.tif", speed_bands, grid.transform, src.crs, None, "tif")
+            stats.add(stored, ~invalid)
+            counts = np.bincount(label.ravel(), minlength=256)
+            counts[ignore] = 0
+            if cfg.label_mode == "road_speed_continuous":
+                counts = np.array([counts[0], counts[1:255].sum()])
+            chip_counts = {int(v): int(c) for v, c in enumerate(counts) if c}
+            for v, c in chip_counts.items():
+                class_pixels[v] = class_pixels.get(v, 0) + c
+            minx, miny, maxx, maxy = grid.bounds()
+            rows.append({"file": f"{name}.{ext}", "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
+                         "rotation_deg": angle, "nodata_fraction": round(nodata_fraction, 6),
+                         "counts": chip_counts})
+            footprints.append(footprint)
+    if raster_labels is not None:
+        raster_labels.close()
+    if not rows:
+        raise LabelError(
+            f"no chip was exported from {total} candidate chips (skipped: {skipped['no_features']} without "
+            f"labelled pixels, {skipped['nodata']} over {cfg.max_nodata_percent:g}% nodata, "
+            f"{skipped['outside_mask']} outside the mask polygons); check that the labels overlap the raster, "
+            "lower the tile size, raise the nodata limit, or export all tiles"
+        )
+
+    # ---- classes
+    if cfg.label_mode == "classified_tiles":
+        values = set(vlabels.class_values) if vlabels is not None else set()
+        values |= {v for v in class_pixels if v != 0}
+        classes = make_classes(sorted(values), names, colors)
+    else:
+        classes = [ClassInfo(0, names.get(0, "background"), colors.get(0, "#000000")),
+                   ClassInfo(1, names.get(1, "road"), colors.get(1, "#e31a1c"))]
+    class_values = [c.value for c in classes]
+
+    # ---- index, footprints, preview, description (dataset.json last: it marks the folder complete)
+    fields = ["file", "minx", "miny", "maxx", "maxy", "rotation_deg", "nodata_fraction"] + [
+        f"class_{v}" for v in class_values]
+    with open(tmp / "chips.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(fields)
+        for r in rows:
+            writer.writerow([r["file"], repr(r["minx"]), repr(r["miny"]), repr(r["maxx"]), repr(r["maxy"]),
+                             r["rotation_deg"], r["nodata_fraction"]] + [r["counts"].get(v, 0) for v in class_values])
+    _write_footprints(tmp / "chip_footprints.gpkg", rows, footprints, class_values, src.crs)
+    _write_preview(tmp, rows, classes, cfg, ext, label_ext)
+
+    from .raster_io import band_names as _bn
+
+    all_names = _bn(src)
+    desc = {
+        "format": "road-landcover-chips",
+        "version": 1,
+        "task": cfg.task,
+        "label_mode": cfg.label_mode,
+        "ignore_value": cfg.ignore_value,
+        "classes": [{**c.to_dict(), "pixels": int(class_pixels.get(c.value, 0))} for c in classes],
+        "bands": stats.to_json([all_names[b - 1] for b in bands], bands),
+        "image_dtype": out_dtype,
+        "image_nodata": image_nodata,
+        "stretch": {"method": cfg.stretch, "low": low, "high": high},
+        "cell_size": [csx, csy],
+        "cell_size_units": _units(src.crs),
+        "crs": _crs_string(src.crs),
+        "tile_size_px": [tw, th],
+        "stride_px": list(cfg.stride_px),
+        "chip_format": ext,
+        "label_format": label_ext,
+        "chip_count": len(rows),
+        "orientation": ({"bins": obins, "width_m": cfg.orientation_width_m or 2 * cfg.buffer_m,
+                         "bin_deg": 180.0 / obins} if cfg.orientation else None),
+        "speed_bins": (_speed_bins_json(cfg, vlabels) if cfg.label_mode == "road_speed_bins" else None),
+        "source": {"raster": str(Path(cfg.raster).resolve()), "labels": str(Path(cfg.labels).resolve()),
+                   "class_field": vlabels.class_field if vlabels else None,
+                   "label_kind": "vector" if vlabels else "raster",
+                   "features": vlabels.features if vlabels else None,
+                   "repaired_geometries": vlabels.repaired if vlabels else 0,
+                   "speed_max": vlabels.speed_max if vlabels else None},
+        "skipped": skipped,
+        "parameters": cfg.to_dict(),
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "software": _software(),
+    }
+    (tmp / "dataset.json").write_text(json.dumps(desc, indent=2) + "\n", encoding="utf-8")
+    fb.set_progress(100.0)
+    fb.info(f"exported {len(rows)} chips to {final} (skipped {skipped})")
+    return ExportResult(final, len(rows), {c.value: int(class_pixels.get(c.value, 0)) for c in classes},
+                        final / "chip_footprints.gpkg", final / "dataset.json", skipped)
+
+
+def _check_raster_labels(lab: Any, src: Any, area: tuple[float, float, float, float]) -> None:
+    from rasterio.warp import transform_bounds
+
+    if lab.count < 1:
+        raise LabelError(f"the label raster {lab.name} has no band")
+    if str(lab.dtypes[0]).startswith("float") or str(lab.dtypes[0]) not in (
+            "uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64"):
+        raise LabelError(f"the label raster {lab.name} is {lab.dtypes[0]}; class rasters must hold integer "
+                         "class values 1-254 (0 = unlabelled)")
+    b = lab.bounds
+    if lab.crs is not None and src.crs is not None and lab.crs != src.crs:
+        b = transform_bounds(lab.crs, src.crs, *b, densify_pts=21)
+    if b[0] >= area[2] or b[2] <= area[0] or b[1] >= area[3] or b[3] <= area[1]:
+        raise LabelError(f"the label raster {lab.name} does not overlap the raster extent; check its CRS and extent")
+
+
+def _raster_label_chip(lab: Any, grid: Any, name: str) -> np.ndarray:
+    from rasterio.enums import Resampling
+
+    from .raster_io import read_grid
+
+    data, invalid = read_grid(lab, (1,), grid, Resampling.nearest, fill=0)
+    values = data[0]
+    valid_values = values[~invalid]
+    bad = valid_values[(valid_values > 254) | (valid_values < 0)]
+    if bad.size:
+        raise LabelError(f"the label raster {name} has value {int(bad[0])} outside 0-254; renumber its classes "
+                         "or set that value as the raster's nodata")
+    out: np.ndarray = values.astype(np.uint8)
+    out[invalid] = 0
+    return out
+
+
+def _orientation_chip(vl: _VectorLabels, grid: Any, footprint: Any, label: np.ndarray, invalid: np.ndarray,
+                      bins: int) -> np.ndarray:
+    from .rasterize_labels import segment_orientation_bins, to_pixel_space
+
+    # Segments slightly outside the chip still decide the direction of its edge pixels.
+    idx = vl.centerlines.query(footprint.buffer(max(abs(grid.transform.a), abs(grid.transform.b)) * 16))
+    lines: list[Any] = list(to_pixel_space(vl.centerlines.geometries[idx], grid.transform)) if len(idx) else []
+    nearest = segment_orientation_bins(lines, grid.shape, bins)
+    if vl.orientation_band is not None:
+        road = vl.orientation_band.rasterize(grid.transform, grid.shape, footprint=footprint) > 0
+    else:
+        road = (label > 0) & (label != ROAD_IGNORE)
+    out = np.where(road, nearest, bins).astype(np.uint8)
+    out[invalid] = ROAD_IGNORE
+    return out
+
+
+def _speed_bins_json(cfg: ExportConfig, vl: _VectorLabels | None) -> dict[str, Any]:
+    edges = (vl.speed_edges if vl else None) or []
+    names = [f"{edges[i]:g}-{edges[i + 1]:g}" for i in range(len(edges) - 1)] + ["any road"]
+    return {"field": cfg.speed_field, "bin_width": cfg.speed_bin_width, "edges": edges, "bands": names}
+
+
+def _units(crs: Any) -> str:
+    if crs.is_geographic:
+        return "degree"
+    units = (crs.linear_units or "unknown").lower()
+    return "metre" if units in ("metre", "meter", "m", "metres", "meters") else units
+
+
+def _crs_string(crs: Any) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else str(crs.to_wkt())
+
+
+def _software() -> dict[str, str]:
+    import rasterio
+
+    return {"road_landcover": __version__, "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
+
+
+def _write_footprints(path: Path, rows: list[dict[str, Any]], footprints: list[Any], class_values: list[int],
+                      crs: Any) -> None:
+    from .vectors import write_vector
+
+    attrs: dict[str, Any] = {
+        "file": np.array([r["file"] for r in rows], dtype=object),
+        "minx": np.array([r["minx"] for r in rows]), "miny": np.array([r["miny"] for r in rows]),
+        "maxx": np.array([r["maxx"] for r in rows]), "maxy": np.array([r["maxy"] for r in rows]),
+        "rotation_deg": np.array([r["rotation_deg"] for r in rows], dtype=np.float64),
+        "nodata_fraction": np.array([r["nodata_fraction"] for r in rows], dtype=np.float64),
+    }
+    for v in class_values:
+        attrs[f"class_{v}"] = np.array([r["counts"].get(v, 0) for r in rows], dtype=np.int64)
+    write_vector(path, footprints, attrs, crs=_crs_string(crs), layer="chips", geometry_type="Polygon")
+
+
+def _display_rgb(data: np.ndarray) -> np.ndarray:
+    """(3, h, w) uint8 for a quick look: first three bands (or grey), 2-98 % stretch per chip."""
+    rgb = data[:3] if data.shape[0] >= 3 else np.repeat(data[:1], 3, axis=0)
+    out = np.zeros(rgb.shape, dtype=np.uint8)
+    for i, band in enumerate(rgb.astype(np.float64)):
+        finite = band[np.isfinite(band)]
+        lo, hi = np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0)
+        out[i] = np.round(np.clip((np.nan_to_num(band) - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
+    return out
+
+
+def _write_preview(folder: Path, rows: list[dict[str, Any]], classes: list[ClassInfo], cfg: ExportConfig,
+                   ext: str, label_ext: str, tile_px: int = 192) -> None:
+    """``preview.png``: up to ``cfg.preview_chips`` chips, each shown plain and with its labels overlaid."""
+    import rasterio
+
+    n = min(cfg.preview_chips, len(rows))
+    if n <= 0:
+        return
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(rows) - 1, n)})
+    colors = {c.value: np.array(c.rgba[:3], dtype=np.float64) for c in classes}
+    if cfg.task == "roads":
+        colors = {v: np.array([227.0, 26.0, 28.0]) for v in range(1, 255)}
+    panels = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in picks:
+            stem = rows[i]["file"].rsplit(".", 1)[0]
+            with rasterio.open(folder / "images" / rows[i]["file"]) as s:
+                img = s.read()
+            with rasterio.open(folder / "labels" / f"{stem}.{label_ext}") as s:
+                lab = s.read(1)
+            step = max(1, int(math.ceil(max(img.shape[1:]) / tile_px)))
+            img, lab = img[:, ::step, ::step], lab[::step, ::step]
+            rgb = _display_rgb(img)
+            over = rgb.astype(np.float64).copy()
+            for v, col in colors.items():
+                m = lab == v
+                if m.any() and v != cfg.ignore_value and not (cfg.task == "roads" and v == 0):
+                    over[:, m] = 0.45 * over[:, m] + 0.55 * col[:, None]
+            pad = np.full((3, tile_px, tile_px), 255, dtype=np.uint8)
+            pair = np.full((3, tile_px, 2 * tile_px + 4), 255, dtype=np.uint8)
+            for j, arr in enumerate((rgb, over.astype(np.uint8))):
+                p = pad.copy()
+                p[:, :arr.shape[1], :arr.shape[2]] = arr[:, :tile_px, :tile_px]
+                pair[:, :, j * (tile_px + 4):j * (tile_px + 4) + tile_px] = p
+            panels.append(pair)
+    per_row = 2
+    rows_img = []
+    for k in range(0, len(panels), per_row):
+        chunk = panels[k:k + per_row]
+        while len(chunk) < per_row:
+            chunk.append(np.full_like(panels[0], 255))
+        rows_img.append(np.concatenate([np.pad(p, ((0, 0), (4, 4), (4, 4)), constant_values=255) for p in chunk], axis=2))
+    sheet = np.concatenate(rows_img, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(folder / "preview.png", "w", driver="PNG", width=sheet.shape[2], height=sheet.shape[1],
+                           count=3, dtype="uint8") as dst:
+            dst.write(sheet)
+
+
+def iter_chip_pairs(folder: str | Path) -> Iterator[tuple[Path, Path]]:
+    """(image, label) paths of a training folder, in chips.csv order (a small reader for tests and tools)."""
+    folder = Path(folder)
+    desc = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    label_ext = desc.get("label_format", desc["chip_format"])
+    with open(folder / "chips.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            stem = row["file"].rsplit(".", 1)[0]
+            yield folder / "images" / row["file"], folder / "labels" / f"{stem}.{label_ext}"
