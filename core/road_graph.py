@@ -51,6 +51,9 @@ def pixel_links(skel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     A diagonal link is therefore dropped whenever one of the two pixels it cuts across is set: the
     two pixels stay connected through that pixel, and no pixel triangle remains.
 
+    Works on the skeleton pixels only (a few percent of the block), never on block-sized integer
+    arrays, so memory and time follow the road length rather than the block area.
+
     Returns:
         ``(flat_index, a, b)``: the flat indices (into ``skel``) of the skeleton pixels, and the two
         ends of every link as positions in ``flat_index``.
@@ -58,21 +61,21 @@ def pixel_links(skel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h, w = skel.shape
     padded = np.zeros((h + 2, w + 2), dtype=bool)
     padded[1:-1, 1:-1] = skel
-    flat = np.flatnonzero(skel)
-    ids = np.full(padded.shape, -1, dtype=np.int64)
-    ids[1:-1, 1:-1].flat[flat] = np.arange(flat.size)
-    core = (slice(1, h + 1), slice(1, w + 1))
+    pw = w + 2
+    pflat = np.flatnonzero(padded)  # sorted, so neighbour ids come from searchsorted
+    flat = (pflat // pw - 1) * w + (pflat % pw - 1)
+    pad_flat = padded.ravel()
     a_parts, b_parts = [], []
     for dr, dc in _FORWARD:
-        other = padded[1 + dr: h + 1 + dr, 1 + dc: w + 1 + dc]
-        link = padded[core] & other
+        target = pflat + dr * pw + dc
+        link = pad_flat[target]
         if dr and dc:
-            link &= ~(padded[1 + dr: h + 1 + dr, 1: w + 1] | padded[1: h + 1, 1 + dc: w + 1 + dc])
-        rows, cols = np.nonzero(link)
-        a_parts.append(ids[rows + 1, cols + 1])
-        b_parts.append(ids[rows + 1 + dr, cols + 1 + dc])
-    a = np.concatenate(a_parts) if a_parts else np.zeros(0, np.int64)
-    b = np.concatenate(b_parts) if b_parts else np.zeros(0, np.int64)
+            link &= ~(pad_flat[pflat + dr * pw] | pad_flat[pflat + dc])
+        src = np.flatnonzero(link)
+        a_parts.append(src)
+        b_parts.append(np.searchsorted(pflat, target[src]))
+    a = np.concatenate(a_parts).astype(np.int64)
+    b = np.concatenate(b_parts).astype(np.int64)
     return flat, a, b
 
 
