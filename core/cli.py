@@ -78,10 +78,69 @@ def _demo_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
     return 0
 
 
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("raster", help="image raster (any GDAL raster)")
+    p.add_argument("labels", help="labels: vector file (polygons/lines/points) or classified raster")
+    p.add_argument("output", help="training folder to create (replaced if it exists)")
+    p.add_argument("--labels-layer", help="layer inside a multi-layer vector file")
+    p.add_argument("--class-field", help="integer class field (default classvalue/value, else class 1)")
+    p.add_argument("--class-name-field", help="field with class names")
+    p.add_argument("--label-mode", default="classified_tiles",
+                   choices=["classified_tiles", "road_binary", "road_speed_continuous", "road_speed_bins"])
+    p.add_argument("--buffer-m", type=float, default=2.0, help="line half-width / point radius in metres (2)")
+    p.add_argument("--speed-field", help="numeric speed field (speed modes)")
+    p.add_argument("--speed-max", type=float, help="speed of the top value/bin (default: data maximum)")
+    p.add_argument("--speed-bin-width", type=float, default=10.0, help="speed bin width (10)")
+    p.add_argument("--orientation", action="store_true", help="also write orientation chips (road modes)")
+    p.add_argument("--orientation-bin-deg", type=float, default=5.0, help="orientation bin size, degrees (5)")
+    p.add_argument("--orientation-width-m", type=float, help="orientation band width, metres (2 x buffer)")
+    p.add_argument("--tile-size-px", type=int, nargs="+", default=[256], help="chip size: N or X Y (256)")
+    p.add_argument("--stride-px", type=int, nargs="+", default=[128], help="stride: N or X Y (128)")
+    p.add_argument("--cell-size", type=float, help="cell size in raster CRS units (default the raster's)")
+    p.add_argument("--resampling", default="bilinear", help="image resampling: bilinear, cubic, nearest")
+    p.add_argument("--extent", type=float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"))
+    p.add_argument("--extent-crs", help="CRS of --extent (default the raster's)")
+    p.add_argument("--mask-polygons", help="vector file: only chips fully inside its polygons")
+    p.add_argument("--rotation-deg", type=float, default=0.0, help="extra chips rotated by k x angle")
+    p.add_argument("--all-tiles", action="store_true", help="also export chips without labelled pixels")
+    p.add_argument("--max-nodata-percent", type=float, default=25.0, help="skip chips over this nodata (25)")
+    p.add_argument("--chip-format", default="tif", choices=["tif", "png", "jpg"])
+    p.add_argument("--bands", type=int, nargs="+", help="1-based bands in output order (default all but alpha)")
+    p.add_argument("--stretch", default="none", choices=["none", "percentile", "minmax"])
+    p.add_argument("--max-chips", type=int, help="stop after this many chips")
+
+
+def _export_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
+    from .chips import ExportConfig, export_training_data
+
+    def pair(v: list[int]) -> tuple[int, int]:
+        return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+    cfg = ExportConfig(
+        raster=args.raster, labels=args.labels, output_folder=args.output, labels_layer=args.labels_layer,
+        class_field=args.class_field, class_name_field=args.class_name_field, label_mode=args.label_mode,
+        buffer_m=args.buffer_m, speed_field=args.speed_field, speed_max=args.speed_max,
+        speed_bin_width=args.speed_bin_width, orientation=args.orientation,
+        orientation_bin_deg=args.orientation_bin_deg, orientation_width_m=args.orientation_width_m,
+        tile_size_px=pair(args.tile_size_px), stride_px=pair(args.stride_px),
+        cell_size=(args.cell_size, args.cell_size) if args.cell_size else None, resampling=args.resampling,
+        extent=tuple(args.extent) if args.extent else None, extent_crs=args.extent_crs,
+        mask_polygons=args.mask_polygons, rotation_deg=args.rotation_deg,
+        only_tiles_with_features=not args.all_tiles, max_nodata_percent=args.max_nodata_percent,
+        chip_format=args.chip_format, bands=tuple(args.bands) if args.bands else None, stretch=args.stretch,
+        max_chips=args.max_chips)
+    result = export_training_data(cfg, fb)
+    print(json.dumps({"folder": str(result.folder), "chip_count": result.chip_count,
+                      "class_pixels": {str(k): v for k, v in result.class_pixels.items()},
+                      "footprints": str(result.footprints), "skipped": result.skipped}, indent=2))
+    return 0
+
+
 register("sample", "generate the built-in sample scene (imagery + roads + land cover ground truth)",
          _sample_args, _sample_run)
 register("doctor", "check the Python packages and the compute device", _doctor_args, _doctor_run)
 register("demo", "run the whole workflow that is available on the built-in sample scene", _demo_args, _demo_run)
+register("export", "export image and label chips for training (a training folder)", _export_args, _export_run)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import RoadLandcoverAlgorithm
+from .export_training_data import ExportTrainingDataAlgorithm
 from .sample_scene import SampleSceneAlgorithm
 
-ALGORITHMS: tuple[type[RoadLandcoverAlgorithm], ...] = (SampleSceneAlgorithm,)
+ALGORITHMS: tuple[type[RoadLandcoverAlgorithm], ...] = (SampleSceneAlgorithm, ExportTrainingDataAlgorithm,)
