@@ -78,6 +78,18 @@ def _demo_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
     return 0
 
 
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from .train_worker import add_train_arguments
+
+    add_train_arguments(p)
+
+
+def _train_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
+    from .train_worker import run_from_args
+
+    return run_from_args(args, fb)
+
+
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("raster", help="image raster (any GDAL raster)")
     p.add_argument("labels", help="labels: vector file (polygons/lines/points) or classified raster")
@@ -139,6 +151,7 @@ def _export_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
 register("sample", "generate the built-in sample scene (imagery + roads + land cover ground truth)",
          _sample_args, _sample_run)
 register("doctor", "check the Python packages and the compute device", _doctor_args, _doctor_run)
+register("train", "train a segmentation model on a training folder (writes a model package)", _train_args, _train_run)
 register("demo", "run the whole workflow that is available on the built-in sample scene", _demo_args, _demo_run)
 register("export", "export image and label chips for training (a training folder)", _export_args, _export_run)
 
