@@ -406,7 +406,7 @@ def _to_metric(geoms: Sequence[Any], src_crs: Any, dst_crs: Any) -> list[Any]:
 
 
 def _line_parts(geoms: Sequence[Any]) -> list[Any]:
-    out = []
+    out: list[Any] = []
     for g in geoms:
         if g is None or g.is_empty:
             continue
