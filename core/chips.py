@@ -535,8 +535,8 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
     x0, y0 = area[0], area[3]
     if cfg.cell_size is None and src.transform.b == 0 and src.transform.d == 0:
         # Snap the origin to the raster's pixel grid so chips are plain windowed reads.
-        col, row = ~src.transform * (x0, y0)
-        x0, y0 = src.transform * (math.floor(col + 1e-9), math.floor(row + 1e-9))
+        col, row = ~src.transform @ (x0, y0)
+        x0, y0 = src.transform @ (math.floor(col + 1e-9), math.floor(row + 1e-9))
     ncols = max(1, int(math.ceil((area[2] - x0) / csx - 1e-9)))
     nrows = max(1, int(math.ceil((y0 - area[1]) / csy - 1e-9)))
     base = Affine(csx, 0.0, x0, 0.0, -csy, y0)
@@ -628,7 +628,7 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
                 fb.set_progress(100.0 * done / total)
             if cfg.max_chips is not None and len(rows) >= cfg.max_chips:
                 break
-            grid = rotated_grid(Grid(base * Affine.translation(col, row), tw, th), angle)
+            grid = rotated_grid(Grid(base @ Affine.translation(col, row), tw, th), angle)
             footprint = shapely.Polygon(grid.corners())
             if mask_geom is not None and not mask_geom.contains(footprint):
                 skipped["outside_mask"] += 1
@@ -876,6 +876,7 @@ def _write_preview(folder: Path, rows: list[dict[str, Any]], classes: list[Class
     n = min(cfg.preview_chips, len(rows))
     if n <= 0:
         return
+    tile_px = min(tile_px, max(cfg.tile_size_px))
     picks = sorted({int(round(i)) for i in np.linspace(0, len(rows) - 1, n)})
     colors = {c.value: np.array(c.rgba[:3], dtype=np.float64) for c in classes}
     if cfg.task == "roads":

@@ -96,7 +96,7 @@ class Grid:
     def corners(self) -> list[tuple[float, float]]:
         """The four corners in map coordinates (closed ring order, not closed)."""
         t = self.transform
-        return [t * (0, 0), t * (self.width, 0), t * (self.width, self.height), t * (0, self.height)]
+        return [t @ (0, 0), t @ (self.width, 0), t @ (self.width, self.height), t @ (0, self.height)]
 
     def bounds(self) -> tuple[float, float, float, float]:
         xs, ys = zip(*self.corners())
@@ -107,9 +107,9 @@ def rotated_grid(grid: Grid, angle_deg: float) -> Grid:
     """The same chip rotated by ``angle_deg`` (counter-clockwise on the map) about its centre."""
     if angle_deg % 360 == 0:
         return grid
-    cx, cy = grid.transform * (grid.width / 2.0, grid.height / 2.0)
-    rot = Affine.translation(cx, cy) * Affine.rotation(angle_deg) * Affine.translation(-cx, -cy)
-    return Grid(rot * grid.transform, grid.width, grid.height)
+    cx, cy = grid.transform @ (grid.width / 2.0, grid.height / 2.0)
+    rot = Affine.translation(cx, cy) @ Affine.rotation(angle_deg) @ Affine.translation(-cx, -cy)
+    return Grid(rot @ grid.transform, grid.width, grid.height)
 
 
 def _integer_offset(src_transform: Affine, grid: Grid) -> tuple[int, int] | None:
@@ -118,7 +118,7 @@ def _integer_offset(src_transform: Affine, grid: Grid) -> tuple[int, int] | None
     if not (math.isclose(s.a, g.a, rel_tol=1e-9) and math.isclose(s.e, g.e, rel_tol=1e-9)
             and s.b == 0 and s.d == 0 and g.b == 0 and g.d == 0):
         return None
-    col, row = ~s * (g.c, g.f)
+    col, row = ~s @ (g.c, g.f)
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
     return int(round(col)), int(round(row))
@@ -189,7 +189,7 @@ def _read_warped(src: Any, bands: list[int], grid: Grid, resampling: Resampling,
 
     # Source window around the chip's footprint, with a margin for the resampling kernel.
     inv = ~src.transform
-    cols, rows = zip(*[inv * xy for xy in grid.corners()])
+    cols, rows = zip(*[inv @ xy for xy in grid.corners()])
     margin = 3
     c0 = max(int(math.floor(min(cols))) - margin, 0)
     r0 = max(int(math.floor(min(rows))) - margin, 0)

@@ -105,8 +105,8 @@ class LabelIndex:
         out = np.full(shape, fill, dtype=dtype)
         if footprint is None:
             h, w = shape
-            footprint = shapely.Polygon([transform * (0, 0), transform * (w, 0), transform * (w, h),
-                                         transform * (0, h)])
+            footprint = shapely.Polygon([transform @ (0, 0), transform @ (w, 0), transform @ (w, h),
+                                         transform @ (0, h)])
         idx = self.query(footprint)
         if not len(idx):
             return out
@@ -124,7 +124,7 @@ def to_pixel_space(geoms: Any, transform: Affine) -> np.ndarray:
     """Geometries in the pixel coordinates (col, row) of ``transform`` (any affine, rotated included)."""
     inv = ~transform
     result: np.ndarray = shapely.transform(np.asarray(geoms, dtype=object),
-                                           lambda c: np.column_stack(inv * (c[:, 0], c[:, 1])))
+                                           lambda c: np.column_stack(inv @ (c[:, 0], c[:, 1])))
     return result
 
 
