@@ -772,8 +772,7 @@ def _check_raster_labels(lab: Any, src: Any, area: tuple[float, float, float, fl
 
     if lab.count < 1:
         raise LabelError(f"the label raster {lab.name} has no band")
-    if str(lab.dtypes[0]).startswith("float") or str(lab.dtypes[0]) not in (
-            "uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64"):
+    if str(lab.dtypes[0]).startswith("complex"):
         raise LabelError(f"the label raster {lab.name} is {lab.dtypes[0]}; class rasters must hold integer "
                          "class values 1-254 (0 = unlabelled)")
     b = lab.bounds
@@ -791,6 +790,10 @@ def _raster_label_chip(lab: Any, grid: Any, name: str) -> np.ndarray:
     data, invalid = read_grid(lab, (1,), grid, Resampling.nearest, fill=0)
     values = data[0]
     valid_values = values[~invalid]
+    if values.dtype.kind == "f" and not np.all(valid_values == np.round(valid_values)):
+        frac = valid_values[valid_values != np.round(valid_values)][0]
+        raise LabelError(f"the label raster {name} holds non-integer value {float(frac)}; class rasters must hold "
+                         "whole class values 1-254 (0 = unlabelled)")
     bad = valid_values[(valid_values > 254) | (valid_values < 0)]
     if bad.size:
         raise LabelError(f"the label raster {name} has value {int(bad[0])} outside 0-254; renumber its classes "
