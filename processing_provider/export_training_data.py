@@ -184,7 +184,14 @@ class ExportTrainingDataAlgorithm(RoadLandcoverAlgorithm):
             if mask_layer:
                 mask_path = vector_layer_path(mask, context, feedback, force=True)[0]
 
-        bands = tuple(self.parameterAsInts(parameters, "BANDS", context) or ()) or None
+        raw_bands = parameters.get("BANDS")
+        if isinstance(raw_bands, str) and raw_bands.strip():  # qgis_process: BANDS=3,2,1
+            try:
+                bands: tuple[int, ...] | None = tuple(int(b) for b in raw_bands.replace(";", ",").split(","))
+            except ValueError:
+                raise QgsProcessingException(f"BANDS={raw_bands!r}: give band numbers like 3,2,1") from None
+        else:
+            bands = tuple(b for b in self.parameterAsInts(parameters, "BANDS", context) or () if b > 0) or None
         mode = LABEL_MODES[self.parameterAsEnum(parameters, "LABEL_MODE", context)]
         speed_max = self.parameterAsDouble(parameters, "SPEED_MAX", context)
         owidth = self.parameterAsDouble(parameters, "ORIENTATION_WIDTH_M", context)

@@ -100,7 +100,7 @@ def test_folder_contract_and_georeferencing(tmp_path: Path) -> None:
     with rasterio.open(raster) as src:
         np.testing.assert_array_equal(img, src.read(window=((0, 32), (0, 32))))
     # Bottom-right chip is class 2; the two other chips have no labels but lie within the squares' grid.
-    last = [r for r in rows if float(r["minx"]) == 500032.0 and float(r["maxy"]) == 5199968.0][0]
+    last = next(r for r in rows if float(r["minx"]) == 500032.0 and float(r["maxy"]) == 5199968.0)
     assert int(last["class_2"]) == 1024
     import pyogrio
 
@@ -187,7 +187,7 @@ def test_image_nodata_skips_and_ignores(tmp_path: Path) -> None:
                                             stride_px=(32, 32), max_nodata_percent=30))
     assert res.chip_count == 1 and res.skipped["nodata"] == 1
     lab, _ = read(tmp_path / "o" / "labels" / "000000.tif")
-    img, prof = read(tmp_path / "o" / "images" / "000000.tif")
+    _img, prof = read(tmp_path / "o" / "images" / "000000.tif")
     assert prof["dtype"] == "int16" and prof["nodata"] == -9999
     assert (lab[0, :8] == 0).all() and (lab[0, 8:] == 1).all()
     desc = json.loads((tmp_path / "o" / "dataset.json").read_text())
@@ -212,7 +212,7 @@ def test_stretch_percentile_and_formats(tmp_path: Path) -> None:
     assert len(desc["stretch"]["low"]) == 3 and desc["stretch"]["low"][2] < desc["stretch"]["high"][2]
     assert [b["index"] for b in desc["bands"]] == [3, 2, 1] and desc["bands"][0]["max"] <= 255
     img, prof = read(tmp_path / "s" / "images" / "000000.jpg")
-    lab, lprof = read(tmp_path / "s" / "labels" / "000000.png")
+    _lab, lprof = read(tmp_path / "s" / "labels" / "000000.png")
     assert prof["driver"] == "JPEG" and img.shape[0] == 3 and lprof["driver"] == "PNG"
     assert lprof["transform"].c == 500000.0  # georeferenced through a world file / aux.xml
     assert desc["label_format"] == "png"
@@ -224,7 +224,7 @@ def test_float_and_many_bands_survive_in_tiff(tmp_path: Path) -> None:
     raster = make_raster(tmp_path / "r.tif", dtype="float32", count=12)
     res = export_training_data(ExportConfig(str(raster), str(squares(tmp_path / "l.gpkg")), str(tmp_path / "o"),
                                             tile_size_px=(32, 32), stride_px=(32, 32)))
-    img, prof = read(tmp_path / "o" / "images" / "000000.tif")
+    img, _prof = read(tmp_path / "o" / "images" / "000000.tif")
     assert img.dtype == np.float32 and img.shape[0] == 12 and res.chip_count == 2
 
 
@@ -259,7 +259,7 @@ def test_extent_mask_and_rotation(tmp_path: Path) -> None:
     assert rot.chip_count == 16 * 8
     with open(tmp_path / "r" / "chips.csv") as fh:
         rows = list(csv.DictReader(fh))
-    corner = [r for r in rows if float(r["rotation_deg"]) == 45.0][0]  # top-left chip rotated: corners outside
+    corner = next(r for r in rows if float(r["rotation_deg"]) == 45.0)  # top-left chip rotated: corners outside
     assert 0.05 < float(corner["nodata_fraction"]) < 0.2
     stem = corner["file"][:-4]
     lab, prof = read(tmp_path / "r" / "labels" / f"{stem}.tif")
@@ -314,7 +314,7 @@ def test_sample_scene_landcover(sample_scene: Any, tmp_path: Path) -> None:
     # The exported labels agree with the scene's own class raster on the same grid.
     agree = total = 0
     with rasterio.open(sample_scene.class_raster) as ref:
-        for img_path, lab_path in iter_chip_pairs(tmp_path / "o"):
+        for _img_path, lab_path in iter_chip_pairs(tmp_path / "o"):
             lab, prof = read(lab_path)
             win = rasterio.windows.from_bounds(*rasterio.transform.array_bounds(128, 128, prof["transform"]),
                                                ref.transform)
