@@ -41,6 +41,8 @@ class PixelGraph:
 
     nodes: dict[int, tuple[float, float]]
     edges: list[PixelEdge]
+    #: (m, 3) int64: global row, col and node key of every pixel that is part of a node.
+    node_pixels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 3), np.int64))
 
 
 def pixel_links(skel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -214,7 +216,8 @@ def skeleton_to_graph(
             continue
         pix = np.stack([rows[idx] + row_off, cols[idx] + col_off], axis=1)
         edges.append(PixelEdge(int(keys[u]), int(keys[v]), pix))
-    return PixelGraph(nodes, edges)
+    node_pixels = np.stack([rows[member] + row_off, cols[member] + col_off, keys[reps]], axis=1)
+    return PixelGraph(nodes, edges, node_pixels)
 
 
 # --------------------------------------------------------------------------- graph in metres

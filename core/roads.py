@@ -212,8 +212,17 @@ def _block_graph(src: Any, cfg: VectorizeConfig, r0: int, c0: int, r1: int, c1: 
     mask = _road_mask(data, valid, cfg, cell_area_m2)
     if not mask.any():
         return PixelGraph({}, [])
-    skel: np.ndarray = skeletonize(mask)  # type: ignore[no-untyped-call]
-    skel = skel.astype(bool, copy=False)
+    # Mirror the mask across the raster's own edges, so that a road leaving the raster is thinned as if
+    # it went on: its centerline then reaches the edge instead of stopping half a road width short
+    # (which would cost APLS control points at every edge crossing). Seams inside the raster already
+    # have real context from the overlap.
+    pads = ((overlap - (r0 - pr0), overlap - (pr1 - r1)), (overlap - (c0 - pc0), overlap - (pc1 - c1)))
+    if any(v > 0 for pair in pads for v in pair):
+        padded = np.pad(mask, pads, mode="symmetric")
+        thin: np.ndarray = skeletonize(padded)  # type: ignore[no-untyped-call]
+        skel = thin[pads[0][0]: pads[0][0] + mask.shape[0], pads[1][0]: pads[1][0] + mask.shape[1]].astype(bool)
+    else:
+        skel = skeletonize(mask).astype(bool, copy=False)
     # The core plus a one-pixel ring (where the raster has one) is what the graph is built from.
     er0, ec0 = max(0, r0 - 1), max(0, c0 - 1)
     er1, ec1 = min(H, r1 + 1), min(W, c1 + 1)
