@@ -222,7 +222,7 @@ def _block_graph(src: Any, cfg: VectorizeConfig, r0: int, c0: int, r1: int, c1: 
         thin: np.ndarray = skeletonize(padded)  # type: ignore[no-untyped-call]
         skel = thin[pads[0][0]: pads[0][0] + mask.shape[0], pads[1][0]: pads[1][0] + mask.shape[1]].astype(bool)
     else:
-        skel = skeletonize(mask).astype(bool, copy=False)
+        skel = skeletonize(mask).astype(bool, copy=False)  # type: ignore[no-untyped-call]
     # The core plus a one-pixel ring (where the raster has one) is what the graph is built from.
     er0, ec0 = max(0, r0 - 1), max(0, c0 - 1)
     er1, ec1 = min(H, r1 + 1), min(W, c1 + 1)

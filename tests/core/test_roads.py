@@ -162,7 +162,7 @@ def test_crossing_gives_junction_of_degree_four(tmp_path: Path) -> None:
 def test_short_spur_is_pruned_and_long_branch_kept(tmp_path: Path) -> None:
     # A 5 m stub (10 px) and a 30 m branch (60 px) off a long road at 0.5 m.
     data = draw((200, 400), [[(10, 100), (390, 100)], [(120, 100), (120, 90)], [(280, 100), (280, 40)]], 3)
-    result, lines, _nodes = run(tmp_path, data, min_spur_m=8.0)
+    result, _lines, _nodes = run(tmp_path, data, min_spur_m=8.0)
     assert result.stats["spurs_pruned"] >= 1
     assert result.junction_count == 1 and result.edge_count == 3
     kept = run(tmp_path, data, name="nospur", min_spur_m=0.0)[0]
@@ -249,7 +249,7 @@ def test_cell_size_metres_for_feet() -> None:
     from rasterio.crs import CRS
     from rasterio.transform import from_origin
 
-    dx, dy = cell_size_metres(CRS.from_epsg(2263), from_origin(0, 0, 2.0, 2.0), 10)  # NY State Plane, US ft
+    dx, _dy = cell_size_metres(CRS.from_epsg(2263), from_origin(0, 0, 2.0, 2.0), 10)  # NY State Plane, US ft
     assert dx == pytest.approx(2.0 * 0.3048006, rel=1e-5)
 
 
