@@ -334,9 +334,17 @@ def _load_vector_labels(cfg: ExportConfig, raster_crs: Any, area: tuple[float, f
 
 
 class _BandStats:
-    """Running per-band statistics of the stored chip values (valid pixels only)."""
+    """Running per-band statistics of the stored chip values (valid pixels only).
 
-    def __init__(self, nbands: int, seed: int = 0) -> None:
+    8/16-bit integer chips keep an exact histogram per band (cheap: one ``bincount`` per band and chip), so
+    min, max, mean, std and the percentiles are exact. Other types keep exact count/sum/min/max and a
+    reservoir sample of pixels for the percentiles.
+    """
+
+    def __init__(self, nbands: int, dtype: str, seed: int = 0) -> None:
+        self.nbands = nbands
+        self.hist_size = {"uint8": 256, "uint16": 65536}.get(dtype, 0)
+        self.hist = np.zeros((nbands, self.hist_size), dtype=np.int64) if self.hist_size else None
         self.count = np.zeros(nbands, dtype=np.int64)
         self.sum = np.zeros(nbands, dtype=np.float64)
         self.sumsq = np.zeros(nbands, dtype=np.float64)
@@ -347,20 +355,26 @@ class _BandStats:
         self.rng = np.random.default_rng(seed)
 
     def add(self, data: np.ndarray, valid: np.ndarray) -> None:
-        if not valid.any():
+        all_valid = bool(valid.all())
+        if not all_valid and not valid.any():
             return
-        vals = data[:, valid].astype(np.float64)
+        if self.hist is not None:
+            for i, band in enumerate(data):
+                vals = band.ravel() if all_valid else band[valid]
+                self.hist[i] += np.bincount(vals, minlength=self.hist_size)[: self.hist_size]
+            return
+        vals = data.reshape(self.nbands, -1) if all_valid else data[:, valid]
+        vals = vals.astype(np.float64)
         self.count += vals.shape[1]
         self.sum += vals.sum(axis=1)
-        self.sumsq += (vals * vals).sum(axis=1)
+        self.sumsq += np.einsum("ij,ij->i", vals, vals)
         self.min = np.minimum(self.min, vals.min(axis=1))
         self.max = np.maximum(self.max, vals.max(axis=1))
-        # Reservoir sample of pixel columns (all bands of the same pixels) for the percentiles.
-        take = vals[:, self.rng.permutation(vals.shape[1])[:4096]]
-        k = take.shape[1]
+        step = max(1, vals.shape[1] // 2048)
+        take = vals[:, self.rng.integers(0, step)::step]
         free = _STATS_SAMPLE - self.seen
         if free > 0:
-            m = min(free, k)
+            m = min(free, take.shape[1])
             self.sample[:, self.seen:self.seen + m] = take[:, :m]
             take = take[:, m:]
             self.seen += m
@@ -372,16 +386,28 @@ class _BandStats:
 
     def to_json(self, names: list[str], indices: tuple[int, ...]) -> list[dict[str, Any]]:
         out = []
-        n = np.maximum(self.count, 1)
-        mean = self.sum / n
-        std = np.sqrt(np.maximum(self.sumsq / n - mean * mean, 0.0))
-        filled = min(self.seen, _STATS_SAMPLE)
         for i, (idx, name) in enumerate(zip(indices, names)):
-            s = self.sample[i, :filled]
-            p2, p98 = (np.percentile(s, [2, 98]).tolist() if filled else (0.0, 0.0))
-            out.append({"index": int(idx), "name": name, "min": _f(self.min[i]), "max": _f(self.max[i]),
-                        "mean": _f(mean[i]), "std": _f(std[i]), "p2": _f(p2), "p98": _f(p98),
-                        "count": int(self.count[i])})
+            if self.hist is not None:
+                h = self.hist[i]
+                n = int(h.sum())
+                values = np.arange(self.hist_size, dtype=np.float64)
+                nz = np.flatnonzero(h)
+                mean = float((h * values).sum() / n) if n else 0.0
+                std = float(np.sqrt(max((h * values * values).sum() / n - mean * mean, 0.0))) if n else 0.0
+                cdf = np.cumsum(h) / max(n, 1)
+                p2 = float(np.searchsorted(cdf, 0.02)) if n else 0.0
+                p98 = float(np.searchsorted(cdf, 0.98)) if n else 0.0
+                lo, hi = (float(nz[0]), float(nz[-1])) if n else (np.inf, -np.inf)
+            else:
+                n = int(self.count[i])
+                mean = float(self.sum[i] / max(n, 1))
+                std = float(np.sqrt(max(self.sumsq[i] / max(n, 1) - mean * mean, 0.0)))
+                filled = min(self.seen, _STATS_SAMPLE)
+                s = self.sample[i, :filled]
+                p2, p98 = (np.percentile(s, [2, 98]).tolist() if filled else (0.0, 0.0))
+                lo, hi = float(self.min[i]), float(self.max[i])
+            out.append({"index": int(idx), "name": name, "min": _f(lo), "max": _f(hi), "mean": _f(mean),
+                        "std": _f(std), "p2": _f(p2), "p98": _f(p98), "count": n})
         return out
 
 
@@ -610,7 +636,7 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
     for f in folders:
         (tmp / f).mkdir()
 
-    stats = _BandStats(len(bands))
+    stats = _BandStats(len(bands), out_dtype)
     class_pixels: dict[int, int] = {}
     rows: list[dict[str, Any]] = []
     footprints: list[Any] = []
