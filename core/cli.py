@@ -148,12 +148,59 @@ def _export_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
     return 0
 
 
+def _roads_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", type=Path, help="road probability (0-1) or mask (0/1, 0/255) raster")
+    p.add_argument("lines", type=Path, help="output road lines (.gpkg)")
+    p.add_argument("--nodes", type=Path, default=None, help="output nodes (default: <lines>_nodes.gpkg)")
+    p.add_argument("--threshold", type=float, default=0.5, help="value >= threshold is road (default 0.5)")
+    p.add_argument("--min-spur-m", type=float, default=10.0, help="prune dead-end spurs shorter than this (10)")
+    p.add_argument("--max-gap-m", type=float, default=15.0, help="join aligned dead ends closer than this (15)")
+    p.add_argument("--max-gap-angle", type=float, default=30.0, help="max angle for gap closing, degrees (30)")
+    p.add_argument("--min-component-m", type=float, default=25.0, help="drop isolated pieces shorter (25)")
+    p.add_argument("--simplify-m", type=float, default=1.0, help="simplification tolerance in metres (1)")
+    p.add_argument("--band", type=int, default=1)
+    p.add_argument("--block-size-px", type=int, default=4096, help="block size for large rasters (4096)")
+
+
+def _roads_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
+    from .roads import VectorizeConfig, vectorize_roads
+
+    cfg = VectorizeConfig(threshold=args.threshold, min_spur_m=args.min_spur_m, max_gap_m=args.max_gap_m,
+                          max_gap_angle_deg=args.max_gap_angle, min_component_m=args.min_component_m,
+                          simplify_m=args.simplify_m, band=args.band, block_size_px=args.block_size_px)
+    nodes = args.nodes or args.lines.with_name(args.lines.stem + "_nodes.gpkg")
+    print(json.dumps(vectorize_roads(args.input, args.lines, nodes, cfg, fb).to_dict(), indent=2))
+    return 0
+
+
+def _evaluate_roads_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("predicted", type=Path, help="predicted road lines")
+    p.add_argument("reference", type=Path, help="reference road lines (ground truth)")
+    p.add_argument("report", type=Path, help="output report .json (a .csv and a .png are written beside it)")
+    p.add_argument("--tolerance-m", type=float, default=3.0, help="relaxed precision/recall tolerance (3)")
+    p.add_argument("--snap-distance-m", type=float, default=4.0, help="APLS snapping (SpaceNet: 4)")
+    p.add_argument("--control-point-spacing-m", type=float, default=50.0, help="APLS control points (SpaceNet: 50)")
+
+
+def _evaluate_roads_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
+    from .road_metrics import REPORT_KEYS, AplsConfig, EvaluateRoadsConfig, evaluate_roads
+
+    cfg = EvaluateRoadsConfig(tolerance_m=args.tolerance_m, apls=AplsConfig(
+        snap_distance_m=args.snap_distance_m, control_point_spacing_m=args.control_point_spacing_m))
+    report = evaluate_roads(args.predicted, args.reference, args.report, cfg, fb)
+    print(json.dumps({k: report[k] for k in (*REPORT_KEYS, "pixel_iou", "parameters")}, indent=2))
+    return 0
+
+
 register("sample", "generate the built-in sample scene (imagery + roads + land cover ground truth)",
          _sample_args, _sample_run)
 register("doctor", "check the Python packages and the compute device", _doctor_args, _doctor_run)
 register("train", "train a segmentation model on a training folder (writes a model package)", _train_args, _train_run)
 register("demo", "run the whole workflow that is available on the built-in sample scene", _demo_args, _demo_run)
 register("export", "export image and label chips for training (a training folder)", _export_args, _export_run)
+register("roads", "vectorize a road probability/mask raster into centerlines and nodes", _roads_args, _roads_run)
+register("evaluate-roads", "compare road lines with reference lines (APLS, relaxed P/R/F1, pixel IoU)",
+         _evaluate_roads_args, _evaluate_roads_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
