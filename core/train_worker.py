@@ -62,7 +62,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ignore-classes", default="", help="comma-separated class values to ignore (0 always is)")
     p.add_argument("--class-weights", default="none", choices=("none", "balanced"))
     p.add_argument("--loss", default="auto", help="auto, ce, dice, focal, ce_dice, soft_iou")
-    p.add_argument("--monitor", default="auto", choices=("auto", "valid_loss", "miou", "road_iou", "accuracy"))
+    p.add_argument("--monitor-metric", dest="monitor", default="auto", choices=("auto", "valid_loss", "miou", "road_iou", "accuracy"))
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0 = off)")
     p.add_argument("--resume-from", default="", help="checkpoint_last.pt to resume, or a model package to fine-tune")
     p.add_argument("--no-mixed-precision", action="store_true", help="train in float32 on CUDA too")
@@ -99,7 +99,7 @@ def config_to_args(config: Any) -> list[str]:
             "--batch-size", str(c.batch_size), "--learning-rate", repr(float(c.learning_rate)),
             "--weight-decay", repr(float(c.weight_decay)), "--val-percent", repr(float(c.val_percent)),
             "--val-split", c.val_split, "--class-weights", c.class_weights, "--loss", c.loss,
-            "--monitor", c.monitor, "--patience", str(c.patience), "--device", c.device, "--seed", str(c.seed),
+            "--monitor-metric", c.monitor, "--patience", str(c.patience), "--device", c.device, "--seed", str(c.seed),
             "--num-workers", str(c.num_workers)]
     if c.pretrained:
         args += ["--pretrained", c.pretrained]

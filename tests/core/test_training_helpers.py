@@ -94,8 +94,8 @@ def write_training_folder(scene: Any, out: Path, task: str = "landcover", chip_p
                 with rasterio.open(out / "orientation" / name, "w", **lprof) as dst:
                     dst.write(orient_img[r:r + chip_px, c:c + chip_px][None])
             valid_pixels.append(chip[:, ~nd])
-            minx, maxy = t * (0, 0)
-            maxx, miny = t * (chip_px, chip_px)
+            minx, maxy = t @ (0, 0)
+            maxx, miny = t @ (chip_px, chip_px)
             counts = {f"class_{cl['value']}": int((lab == cl["value"]).sum()) for cl in classes}
             rows.append({"file": name, "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "rotation_deg": 0,
                          "nodata_fraction": round(float(nd.mean()), 4), **counts})
