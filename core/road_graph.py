@@ -32,7 +32,7 @@ class PixelEdge:
 
     u: int
     v: int
-    path: np.ndarray  # (k, 2) int64 global (row, col), first pixel in node u, last in node v
+    path: np.ndarray  # (k, 2) int32 global (row, col), first pixel in node u, last in node v
 
 
 @dataclasses.dataclass
@@ -214,7 +214,7 @@ def skeleton_to_graph(
             continue
         if not interior.size and not (forced_list[path[0]] or forced_list[path[-1]]) and u == v:
             continue
-        pix = np.stack([rows[idx] + row_off, cols[idx] + col_off], axis=1)
+        pix = np.stack([rows[idx] + row_off, cols[idx] + col_off], axis=1).astype(np.int32)
         edges.append(PixelEdge(int(keys[u]), int(keys[v]), pix))
     node_pixels = np.stack([rows[member] + row_off, cols[member] + col_off, keys[reps]], axis=1)
     return PixelGraph(nodes, edges, node_pixels)

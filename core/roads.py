@@ -256,11 +256,16 @@ def build_road_graph(
 
     cfg = config or VectorizeConfig()
     fb = feedback or NullFeedback()
+    # Every block is read once, so GDAL's block cache (5 % of RAM by default) would only grow with the
+    # raster size without saving a read: keep it small so memory follows the block size.
+    env = rasterio.Env(GDAL_CACHEMAX=64)
+    env.__enter__()
     try:
         src = rasterio.open(str(raster_path))
     except Exception as exc:
+        env.__exit__(None, None, None)
         raise RasterReadError(f"cannot open the road raster {raster_path}: {exc}; check the path and format") from exc
-    with src:
+    with env, src:
         if cfg.band > src.count:
             raise ConfigError(f"band {cfg.band} does not exist: {raster_path} has {src.count} band(s)")
         dx_m, dy_m = cell_size_metres(src.crs, src.transform, src.height)
