@@ -456,3 +456,52 @@ def vectorize_roads(
             f"spurs pruned {result.stats['spurs_pruned']}, gaps closed {result.stats['gaps_closed']}, "
             f"small pieces removed {result.stats['components_removed']}")
     return result
+
+
+def extract_roads(
+    raster_path: str | Path,
+    model: str | Path,
+    probability_path: str | Path,
+    lines_path: str | Path,
+    nodes_path: str | Path,
+    config: VectorizeConfig | None = None,
+    cell_size_m: float | None = None,
+    padding_px: int | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    feedback: Feedback | None = None,
+) -> VectorizeResult:
+    """Imagery + road model package -> road probability raster -> centerlines, in one step.
+
+    Runs :func:`core.inference.classify_pixels` with the package (it must be a road model: one road
+    probability band, 0-1, nodata -1) and vectorizes the probability with :func:`vectorize_roads`.
+    The classified mask that inference also writes is kept beside the probability
+    (``<probability>_mask.tif``).
+    """
+    from .errors import ModelPackageError
+    from .inference import ClassifyConfig, classify_pixels
+    from .model_package import read_definition
+
+    fb = feedback or NullFeedback()
+    if Path(model).suffix.lower() == ".zip":
+        import zipfile
+
+        with zipfile.ZipFile(model) as zf:
+            names = [n for n in zf.namelist() if n.endswith("model.json")]
+            task = json.loads(zf.read(names[0])).get("task") if len(names) == 1 else "roads"
+    else:
+        task = read_definition(model).get("task")
+    if task != "roads":
+        raise ModelPackageError(f"{model} is a {task!r} model, not a road model; use a model trained on road "
+                                "labels (task 'roads'), or Classify Pixels for land-cover models")
+    prob = Path(probability_path)
+    classify = ClassifyConfig(
+        input_raster=Path(raster_path), model=Path(model),
+        output_classified=prob.with_name(prob.stem + "_mask.tif"), output_probability=prob,
+        cell_size_m=cell_size_m, padding_px=padding_px, batch_size=batch_size, device=device,
+    )
+    classified = classify_pixels(classify, SubFeedback(fb, 0, 70))
+    if classified.output_probability is None:
+        raise OutputError("inference wrote no road probability raster; check that the model is a road model")
+    check_canceled(fb, "road extraction")
+    return vectorize_roads(classified.output_probability, lines_path, nodes_path, config, SubFeedback(fb, 70, 100))

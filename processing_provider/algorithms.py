@@ -5,10 +5,11 @@ from __future__ import annotations
 from .base import RoadLandcoverAlgorithm
 from .evaluate_roads import EvaluateRoadsAlgorithm
 from .export_training_data import ExportTrainingDataAlgorithm
+from .extract_roads import ExtractRoadsAlgorithm
 from .sample_scene import SampleSceneAlgorithm
 from .train_model import TrainModelAlgorithm
 from .vectorize_roads import VectorizeRoadsAlgorithm
 
 ALGORITHMS: tuple[type[RoadLandcoverAlgorithm], ...] = (SampleSceneAlgorithm, ExportTrainingDataAlgorithm,
                                                          VectorizeRoadsAlgorithm, EvaluateRoadsAlgorithm,
-                                                         TrainModelAlgorithm,)
+                                                         TrainModelAlgorithm, ExtractRoadsAlgorithm,)

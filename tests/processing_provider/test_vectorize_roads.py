@@ -73,3 +73,22 @@ def test_vectorize_through_qgis_process(qgis: Any, sample_scene: Any, tmp_path: 
     assert results["EDGE_COUNT"] > 20
     assert Path(results["OUTPUT_LINES"]).exists() and Path(results["OUTPUT_NODES"]).exists()
     assert (tmp_path / "l.qml").exists() and (tmp_path / "n.qml").exists()
+
+
+def test_extract_roads_with_processing_run(qgis: Any, sample_scene: Any, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import processing
+    import rasterio
+
+    from tests.core.test_roads_extract import crop, road_package
+
+    pkg = road_package(tmp_path / "pkg")
+    image = crop(sample_scene.image, tmp_path / "img.tif")
+    result = processing.run("roadlandcover:extractroads", {
+        "INPUT_RASTER": str(image), "MODEL": str(pkg / "model.json"), "BATCH_SIZE": 4, "DEVICE": 3,
+        "MIN_COMPONENT_M": 5.0, "OUTPUT_PROBABILITY": str(tmp_path / "prob.tif"),
+        "OUTPUT_LINES": str(tmp_path / "l.gpkg"), "OUTPUT_NODES": str(tmp_path / "n.gpkg")})
+    assert result["OUTPUT_PROBABILITY"] == str(tmp_path / "prob.tif")
+    with rasterio.open(result["OUTPUT_PROBABILITY"]) as prob:
+        assert prob.count == 1 and prob.read(1).max() > 0.99
+    assert result["EDGE_COUNT"] >= 1 and Path(result["OUTPUT_LINES"]).exists()
