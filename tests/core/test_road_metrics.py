@@ -192,3 +192,12 @@ def test_evaluate_refuses_polygons_and_empty_reference(tmp_path: Path) -> None:
     with pytest.raises(LabelError, match="lines"):
         evaluate_roads(lines, poly, tmp_path / "r.json")
     assert not (tmp_path / "r.json").exists()
+
+
+def test_evaluate_empty_predicted_layer_scores_zero(tmp_path: Path) -> None:
+    ref = _write_lines(tmp_path / "ref.gpkg", [LineString([(500_000, 5_200_000), (500_100, 5_200_000)])], "EPSG:32633")
+    empty = tmp_path / "empty.gpkg"
+    write_vector(empty, [], {"id": np.array([], np.int32)}, crs="EPSG:32633", geometry_type="LineString")
+    report = evaluate_roads(empty, ref, tmp_path / "r.json")
+    assert (report["apls"], report["relaxed_f1"], report["pixel_iou"]) == (0.0, 0.0, 0.0)
+    assert report["proposal_lines"] == 0 and (tmp_path / "r.png").exists()
