@@ -188,7 +188,7 @@ def split_chips(tf: TrainingFolder, val_percent: float, mode: str = "blocked", s
                         "val_chips": len(val), "dropped_chips": dropped}
 
 
-def rotate_orientation(bins_img: np.ndarray, bins: int, k: int, flip_lr: bool, period_deg: float = 360.0) -> np.ndarray:
+def rotate_orientation(bins_img: np.ndarray, bins: int, k: int, flip_lr: bool, period_deg: float = 180.0) -> np.ndarray:
     """Orientation bins after ``np.rot90(k)`` then (optionally) ``np.fliplr`` of the chip.
 
     Angles are counter-clockwise from the map's x axis (east), bin ``b`` covers
@@ -234,7 +234,8 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         self.std = np.asarray([max(float(b.get("std", 1.0)), 1e-6) for b in bands], dtype=np.float32)[:, None, None]
         orientation = tf.description.get("orientation") or {}
         self.bins = int(orientation.get("bins", 36))
-        self.period_deg = float(orientation.get("period_deg", 360.0))
+        # docs/formats.md: orientation is modulo 180 degrees unless the folder says otherwise.
+        self.period_deg = float(orientation.get("period_deg", 180.0))
         self.rng = np.random.default_rng(seed)
         self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] | None = None
         first = _read(tf.folder / "images" / tf.names[self.indices[0]]) if self.indices else np.zeros((1, 1, 1))

@@ -125,17 +125,31 @@ def test_label_mapping_ignores_zero_and_requested_classes(landcover_folder: Path
     assert list(m.map(np.array([0, 1, 5, 6], dtype=np.uint8))) == [IGNORE_INDEX, 0, IGNORE_INDEX, 4]
 
 
+def rotate_orientation_360(img: np.ndarray, bins: int, k: int, flip: bool) -> np.ndarray:
+    return rotate_orientation(img, bins, k, flip, period_deg=360.0)
+
+
+def test_orientation_modulo_180_as_exported() -> None:
+    """The export's convention (docs/formats.md): 36 bins of 5 degrees over 180 degrees."""
+    bins = 36
+    east = np.array([[0]], dtype=np.uint8)
+    assert rotate_orientation(east, bins, 1, False)[0, 0] == 18  # a quarter turn: 0 -> 90 deg
+    assert rotate_orientation(east, bins, 2, False)[0, 0] == 0  # a half turn: a road keeps its direction
+    assert rotate_orientation(np.array([[9]], dtype=np.uint8), bins, 0, True)[0, 0] == 26  # mirror [45,50) -> (130,135]
+    assert rotate_orientation(np.array([[36, 255]], dtype=np.uint8), bins, 1, True).tolist() == [[36, 255]]
+
+
 def test_orientation_follows_rotations_and_flips() -> None:
     bins = 36  # 10-degree bins over 360 degrees, counter-clockwise from east
     east = np.array([[0]], dtype=np.uint8)
-    assert rotate_orientation(east, bins, 1, False)[0, 0] == 9  # a quarter turn: east -> north (90 deg)
+    assert rotate_orientation_360(east, bins, 1, False)[0, 0] == 9  # a quarter turn: east -> north (90 deg)
     north_east = np.array([[4]], dtype=np.uint8)  # 40-50 deg
-    assert rotate_orientation(north_east, bins, 0, True)[0, 0] == 13  # mirror: 45 -> 135 deg (bin 13)
+    assert rotate_orientation_360(north_east, bins, 0, True)[0, 0] == 13  # mirror: 45 -> 135 deg (bin 13)
     img = np.array([[0, 17, 35, 36, 255]], dtype=np.uint8)
-    assert np.array_equal(rotate_orientation(img, bins, 4, False), img)
-    twice = rotate_orientation(rotate_orientation(img, bins, 0, True), bins, 0, True)
+    assert np.array_equal(rotate_orientation_360(img, bins, 4, False), img)
+    twice = rotate_orientation_360(rotate_orientation_360(img, bins, 0, True), bins, 0, True)
     assert np.array_equal(twice, img)
-    assert list(rotate_orientation(img, bins, 2, False)[0, 3:]) == [36, 255]  # background and ignore kept
+    assert list(rotate_orientation_360(img, bins, 2, False)[0, 3:]) == [36, 255]  # background and ignore kept
 
     # Geometric check on a real line: rotate a chip with a line at 30 degrees, then the bin of the
     # rotated line (measured from its pixels) equals the rotated bin.
@@ -149,7 +163,7 @@ def test_orientation_follows_rotations_and_flips() -> None:
             r, c = np.nonzero(img2)
             vec = np.linalg.svd(np.c_[c - c.mean(), -(r - r.mean())], full_matrices=False)[2][0]
             angle = np.degrees(np.arctan2(vec[1], vec[0])) % 180
-            expected = rotate_orientation(np.array([[3]], dtype=np.uint8), bins, k, flip)[0, 0]  # 30-40 deg
+            expected = rotate_orientation_360(np.array([[3]], dtype=np.uint8), bins, k, flip)[0, 0]  # 30-40 deg
             assert min(abs(expected * 10 + 5 - angle) % 180, 180 - abs(expected * 10 + 5 - angle) % 180) < 8
 
 
