@@ -38,6 +38,11 @@ class TrainingFolder:
     def task(self) -> str:
         return str(self.description.get("task", "landcover"))
 
+    def label_path(self, name: str, kind: str = "labels") -> Path:
+        """Label-type chip of image chip ``name``: JPEG images have PNG labels (``label_format``)."""
+        ext = self.description.get("label_format") or self.description.get("chip_format") or Path(name).suffix[1:]
+        return self.folder / kind / f"{Path(name).stem}.{ext}"
+
     @property
     def ignore_value(self) -> int:
         return int(self.description.get("ignore_value", 255 if self.task == "roads" else 0))
@@ -79,13 +84,14 @@ def open_training_folder(path: str | Path) -> TrainingFolder:
             names.append(p.name)
             with rasterio.open(p) as src:
                 bounds.append(tuple(src.bounds))  # type: ignore[arg-type]
-    missing = [n for n in names if not (folder / "images" / n).is_file() or not (folder / "labels" / n).is_file()]
+    tf = TrainingFolder(folder, desc, names, bounds, False)
+    missing = [n for n in names if not (folder / "images" / n).is_file() or not tf.label_path(n).is_file()]
     if missing:
         raise ConfigError(f"{folder}: {len(missing)} chip(s) listed in chips.csv lack an image or label "
                           f"(first: {missing[0]}); export the training data again")
     if len(names) < 2:
         raise ConfigError(f"{folder} holds {len(names)} chip(s); training needs at least 2 (one to validate on)")
-    has_orientation = (folder / "orientation").is_dir() and all((folder / "orientation" / n).is_file() for n in names)
+    has_orientation = all(tf.label_path(n, "orientation").is_file() for n in names)
     return TrainingFolder(folder, desc, names, bounds, has_orientation)
 
 
@@ -251,8 +257,8 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         name = self.tf.names[i]
         image = _read(self.tf.folder / "images" / name)
-        label = self.mapping.map(_read(self.tf.folder / "labels" / name)[0])
-        orient = _read(self.tf.folder / "orientation" / name)[0] if self.use_orientation else None
+        label = self.mapping.map(_read(self.tf.label_path(name))[0])
+        orient = _read(self.tf.label_path(name, "orientation"))[0] if self.use_orientation else None
         if image.shape[1:] != label.shape:
             raise ConfigError(f"image and label chip {name} differ in size; export the training data again")
         return image, label, orient
