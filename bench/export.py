@@ -3,7 +3,8 @@
     .venv/bin/python bench/export.py                # 5000 px throughput + RSS 5000 vs 20000 px
     .venv/bin/python bench/export.py --quick        # smaller sizes, a smoke run
 
-Each measurement runs in a fresh subprocess so peak RSS (``ru_maxrss``) belongs to one raster size. The
+Each measurement runs in a fresh subprocess so peak RSS (VmHWM, see :func:`peak_rss_mb`) belongs to one raster
+size. The
 rasters are synthetic (4-band uint8, tiled 256x256, deflate) with polygon labels covering every chip, written
 to a temporary folder that is deleted afterwards.
 """
@@ -79,8 +80,26 @@ def child(args: argparse.Namespace) -> None:
                 raw_window_read(src, (1, 2, 3, 4), col, row, 256, 256)
             raw_s = time.perf_counter() - t0
         out.update(raw_s=raw_s, raw_chips_per_s=len(origins) / raw_s, ratio=(res.chip_count / export_s) / (len(origins) / raw_s))
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out))
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process's own memory, in MB.
+
+    ``/proc/self/status`` VmHWM, not ``ru_maxrss``: on Linux ``ru_maxrss`` survives exec, so a child started
+    by a parent that once held more memory (here: the parent that generated the 20000 px raster, ~310 MB)
+    reports the parent's peak. That artefact alone made the 20000 px run look twice as large as the 5000 px
+    one. ``ru_maxrss`` stays the fallback where /proc is missing.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_child(raster: Path, labels: Path, out: Path, size: int, max_chips: int | None, baseline: bool) -> dict:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .chip_writer import TiffChipWriter
 from .classes import ClassInfo, make_classes
 from .config import StepConfig, require
 from .errors import ConfigError, LabelError, RasterReadError
@@ -354,10 +355,17 @@ class _BandStats:
         self.seen = 0
         self.rng = np.random.default_rng(seed)
 
+    def add_all_valid(self, data: np.ndarray) -> None:
+        """:meth:`add` for a chip without invalid pixels."""
+        self._add(data, None, True)
+
     def add(self, data: np.ndarray, valid: np.ndarray) -> None:
         all_valid = bool(valid.all())
         if not all_valid and not valid.any():
             return
+        self._add(data, valid, all_valid)
+
+    def _add(self, data: np.ndarray, valid: np.ndarray | None, all_valid: bool) -> None:
         if self.hist is not None:
             for i, band in enumerate(data):
                 vals = band.ravel() if all_valid else band[valid]
@@ -519,6 +527,60 @@ def _write_chip(path: Path, data: np.ndarray, transform: Any, crs: Any, nodata: 
             dst.write(data)
 
 
+class _ChipSink:
+    """Writes chips and accumulates their band statistics on one background thread, in submission order.
+
+    GDAL reads (the next chip) and file writes both release the GIL, so overlapping them nearly halves
+    the time per chip on two cores. One worker keeps the statistics' order deterministic; at most
+    ``max_pending`` chips wait (bounded memory). Errors raised by the worker surface on the next submit or
+    at :meth:`finish`; :meth:`close` drops queued chips and waits for the running one (cancel).
+    """
+
+    def __init__(self, tiff: TiffChipWriter | None, crs: Any, stats: _BandStats, max_pending: int = 8) -> None:
+        from collections import deque
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self.tiff = tiff
+        self.crs = crs
+        self.stats = stats
+        self.max_pending = max_pending
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chip-writer")
+        self.pending: deque[Future[None]] = deque()
+
+    def submit(self, files: list[tuple[Path, np.ndarray, float | None, str]], transform: Any, stored: np.ndarray,
+               valid: np.ndarray | None) -> None:
+        if self.tiff is not None:
+            for _, data, nodata, fmt in files:  # templates are made here, on the thread that owns GDAL's env
+                if fmt == "tif":
+                    self.tiff.template(data.shape, str(data.dtype), transform, nodata)  # type: ignore[arg-type]
+        while len(self.pending) >= self.max_pending:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self._work, files, transform, stored, valid))
+
+    def _work(self, files: list[tuple[Path, np.ndarray, float | None, str]], transform: Any, stored: np.ndarray,
+              valid: np.ndarray | None) -> None:
+        for path, data, nodata, fmt in files:
+            if fmt == "tif" and self.tiff is not None:
+                self.tiff.write(path, data, transform, nodata)
+            else:
+                _write_chip(path, data, transform, self.crs, nodata, fmt)
+        if valid is None:
+            self.stats.add_all_valid(stored)
+        else:
+            self.stats.add(stored, valid)
+
+    def finish(self) -> None:
+        """Wait for every chip (raising the first worker error)."""
+        while self.pending:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        for fut in self.pending:
+            fut.cancel()
+        self.pending.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -646,78 +708,87 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
     total = len(origins) * len(angles)
     done = 0
     fb.info(f"export grid {ncols}x{nrows} px at cell size {csx:g} x {csy:g}: {total} candidate chips")
-    for angle in angles:
-        for col, row in origins:
-            check_canceled(fb, "export of training chips")
-            done += 1
-            if done % 16 == 0:
-                fb.set_progress(100.0 * done / total)
-            if cfg.max_chips is not None and len(rows) >= cfg.max_chips:
-                break
-            grid = rotated_grid(Grid(base @ Affine.translation(col, row), tw, th), angle)
-            footprint = shapely.Polygon(grid.corners())
-            if mask_geom is not None and not mask_geom.contains(footprint):
-                skipped["outside_mask"] += 1
-                continue
-            if vlabels is not None and cfg.only_tiles_with_features and not len(vlabels.index.query(footprint)):
-                skipped["no_features"] += 1
-                continue
-            data, invalid = read_grid(src, bands, grid, resampling, fill=fill)
-            nodata_fraction = float(invalid.mean())
-            if nodata_fraction * 100.0 > cfg.max_nodata_percent:
-                skipped["nodata"] += 1
-                continue
-            speed_bands = None
-            orient = None
-            if vlabels is not None:
-                burned = vlabels.index.rasterize(grid.transform, grid.shape, fill=0, footprint=footprint)
-                if cfg.label_mode == "road_speed_bins":
-                    nb = len(vlabels.speed_edges or [0, 1]) - 1
-                    speed_bands = np.stack([burned == i + 1 for i in range(nb)] + [burned > 0]).astype(np.uint8)
-                    label = (burned > 0).astype(np.uint8)
-                else:
-                    label = burned
-            else:
-                assert raster_labels is not None
-                label = _raster_label_chip(raster_labels, grid, cfg.labels)
-            label[invalid] = ignore
-            if cfg.only_tiles_with_features:
-                labelled = (label != ignore) & (label != 0)
-                if not labelled.any():
-                    skipped["no_features"] += 1
+    tiff = TiffChipWriter(src.crs) if ext == "tif" else None
+    sink = _ChipSink(tiff, src.crs, stats)
+    try:
+        for angle in angles:
+            for col, row in origins:
+                check_canceled(fb, "export of training chips")
+                done += 1
+                if done % 16 == 0:
+                    fb.set_progress(100.0 * done / total)
+                if cfg.max_chips is not None and len(rows) >= cfg.max_chips:
+                    break
+                grid = rotated_grid(Grid(base @ Affine.translation(col, row), tw, th), angle)
+                footprint = shapely.Polygon(grid.corners())
+                if mask_geom is not None and not mask_geom.contains(footprint):
+                    skipped["outside_mask"] += 1
                     continue
-            if speed_bands is not None:
-                speed_bands[:, invalid] = 0
-            if cfg.orientation and vlabels is not None:
-                orient = _orientation_chip(vlabels, grid, footprint, label, invalid, obins)
-            if cfg.stretch != "none":
-                stored = _apply_stretch(data, low, high)
-                if image_nodata is not None:
-                    stored[:, invalid] = 0
-            else:
-                stored = data
-            name = f"{len(rows):06d}"
-            _write_chip(tmp / "images" / f"{name}.{ext}", stored, grid.transform, src.crs, image_nodata, ext)
-            _write_chip(tmp / "labels" / f"{name}.{label_ext}", label[None], grid.transform, src.crs, None,
-                        label_ext)
-            if orient is not None:
-                _write_chip(tmp / "orientation" / f"{name}.{label_ext}", orient[None], grid.transform, src.crs,
-                            None, label_ext)
-            if speed_bands is not None:
-                _write_chip(tmp / "speed" / f"{name}.tif", speed_bands, grid.transform, src.crs, None, "tif")
-            stats.add(stored, ~invalid)
-            counts = np.bincount(label.ravel(), minlength=256)
-            counts[ignore] = 0
-            if cfg.label_mode == "road_speed_continuous":
-                counts = np.array([counts[0], counts[1:255].sum()])
-            chip_counts = {int(v): int(c) for v, c in enumerate(counts) if c}
-            for v, c in chip_counts.items():
-                class_pixels[v] = class_pixels.get(v, 0) + c
-            minx, miny, maxx, maxy = grid.bounds()
-            rows.append({"file": f"{name}.{ext}", "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
-                         "rotation_deg": angle, "nodata_fraction": round(nodata_fraction, 6),
-                         "counts": chip_counts})
-            footprints.append(footprint)
+                hits = None
+                if vlabels is not None:
+                    hits = vlabels.index.query(footprint)
+                    if cfg.only_tiles_with_features and not len(hits):
+                        skipped["no_features"] += 1
+                        continue
+                data, invalid = read_grid(src, bands, grid, resampling, fill=fill)
+                any_invalid = bool(invalid.any())
+                nodata_fraction = float(invalid.mean()) if any_invalid else 0.0
+                if nodata_fraction * 100.0 > cfg.max_nodata_percent:
+                    skipped["nodata"] += 1
+                    continue
+                speed_bands = None
+                orient = None
+                if vlabels is not None:
+                    burned = vlabels.index.rasterize(grid.transform, grid.shape, fill=0, footprint=footprint,
+                                                     idx=hits)
+                    if cfg.label_mode == "road_speed_bins":
+                        nb = len(vlabels.speed_edges or [0, 1]) - 1
+                        speed_bands = np.stack([burned == i + 1 for i in range(nb)] + [burned > 0]).astype(np.uint8)
+                        label = (burned > 0).astype(np.uint8)
+                    else:
+                        label = burned
+                else:
+                    assert raster_labels is not None
+                    label = _raster_label_chip(raster_labels, grid, cfg.labels)
+                if any_invalid:
+                    label[invalid] = ignore
+                counts = np.bincount(label.ravel(), minlength=256)
+                counts[ignore] = 0
+                if cfg.only_tiles_with_features and not counts[1:].any():
+                    skipped["no_features"] += 1  # no labelled pixel (0 and the ignore value do not count)
+                    continue
+                if speed_bands is not None and any_invalid:
+                    speed_bands[:, invalid] = 0
+                if cfg.orientation and vlabels is not None:
+                    orient = _orientation_chip(vlabels, grid, footprint, label, invalid, obins)
+                if cfg.stretch != "none":
+                    stored = _apply_stretch(data, low, high)
+                    if image_nodata is not None and any_invalid:
+                        stored[:, invalid] = 0
+                else:
+                    stored = data
+                name = f"{len(rows):06d}"
+                files: list[tuple[Path, np.ndarray, float | None, str]] = [
+                    (tmp / "images" / f"{name}.{ext}", stored, image_nodata, ext),
+                    (tmp / "labels" / f"{name}.{label_ext}", label[None], None, label_ext)]
+                if orient is not None:
+                    files.append((tmp / "orientation" / f"{name}.{label_ext}", orient[None], None, label_ext))
+                if speed_bands is not None:
+                    files.append((tmp / "speed" / f"{name}.tif", speed_bands, None, "tif"))
+                sink.submit(files, grid.transform, stored, ~invalid if any_invalid else None)
+                if cfg.label_mode == "road_speed_continuous":
+                    counts = np.array([counts[0], counts[1:255].sum()])
+                chip_counts = {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+                for v, c in chip_counts.items():
+                    class_pixels[v] = class_pixels.get(v, 0) + c
+                minx, miny, maxx, maxy = grid.bounds()
+                rows.append({"file": f"{name}.{ext}", "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
+                             "rotation_deg": angle, "nodata_fraction": round(nodata_fraction, 6),
+                             "counts": chip_counts})
+                footprints.append(footprint)
+        sink.finish()
+    finally:
+        sink.close()  # on cancel/error: drop queued chips, wait for the running one, before the folder goes
     if raster_labels is not None:
         raster_labels.close()
     if not rows:

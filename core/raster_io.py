@@ -126,14 +126,18 @@ def _integer_offset(src_transform: Affine, grid: Grid) -> tuple[int, int] | None
 
 def invalid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
     """Pixels where every band is nodata (or NaN): GDAL's per-dataset mask semantics."""
+    has_nodata = nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata))
+    is_float = data.dtype.kind == "f"
+    if not has_nodata and not is_float:
+        return np.zeros(data.shape[1:], dtype=bool)  # integer data without nodata: nothing is invalid
     bad = np.ones(data.shape[1:], dtype=bool)
     for band in data:
-        b = np.zeros(band.shape, dtype=bool)
-        if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-            b |= band == nodata
-        if band.dtype.kind == "f":
+        b = band == nodata if has_nodata else np.zeros(band.shape, dtype=bool)
+        if is_float:
             b |= np.isnan(band)
         bad &= b
+        if not bad.any():
+            break
     return bad
 
 
@@ -169,6 +173,20 @@ def read_grid(src: Any, bands: tuple[int, ...], grid: Grid, resampling: Resampli
 def _read_shifted(src: Any, bands: list[int], grid: Grid, offset: tuple[int, int], fill: float,
                   dtype: np.dtype[Any]) -> tuple[np.ndarray, np.ndarray]:
     col, row = offset
+    if col >= 0 and row >= 0 and col + grid.width <= src.width and row + grid.height <= src.height:
+        # Inside the raster (the usual chip): read straight into a pixel-interleaved buffer, the layout of
+        # TIFF chips of up to 4 bands, so writing them needs no transpose. The (bands, h, w) view is returned.
+        window = Window(col, row, grid.width, grid.height)
+        if len(bands) <= 4:
+            buf = np.empty((grid.height, grid.width, len(bands)), dtype=dtype)
+            out: np.ndarray | None = buf.transpose(2, 0, 1)
+        else:
+            out = np.empty((len(bands), grid.height, grid.width), dtype=dtype)
+        try:
+            data = src.read(bands, window=window, out=out)
+        except Exception as exc:
+            raise RasterReadError(f"cannot read {src.name} at window {window}: {exc}") from exc
+        return data, np.zeros(grid.shape, dtype=bool)
     data = np.full((len(bands), grid.height, grid.width), fill, dtype=dtype)
     outside = np.ones(grid.shape, dtype=bool)
     c0, r0 = max(col, 0), max(row, 0)

@@ -88,6 +88,7 @@ class LabelIndex:
         self.all_touched = (np.asarray(list(all_touched), dtype=bool) if all_touched is not None
                             else np.zeros(len(self.geometries), dtype=bool))
         self.tree = shapely.STRtree(self.geometries)
+        shapely.prepare(self.geometries)  # fast "covers the chip" tests per chip
 
     def __len__(self) -> int:
         return len(self.geometries)
@@ -98,8 +99,15 @@ class LabelIndex:
         return np.sort(np.asarray(idx, dtype=np.int64))
 
     def rasterize(self, transform: Affine, shape: tuple[int, int], fill: int = 0, dtype: str = "uint8",
-                  footprint: Any = None) -> np.ndarray:
-        """Burn the geometries touching the chip onto a (h, w) array of ``dtype``."""
+                  footprint: Any = None, idx: np.ndarray | None = None) -> np.ndarray:
+        """Burn the geometries touching the chip onto a (h, w) array of ``dtype``.
+
+        ``idx`` is the chip's :meth:`query` result when the caller already has it. Geometries are burned
+        in order (polygons and buffers, then all-touched point buffers on top, later ones winning); a
+        geometry that covers the whole chip burns every pixel, so the chip is filled with its value and
+        only what is burned after it goes through GDAL's rasterizer (the common land-cover case of a chip
+        inside one polygon costs no rasterization at all).
+        """
         from rasterio.features import rasterize
 
         out = np.full(shape, fill, dtype=dtype)
@@ -107,16 +115,27 @@ class LabelIndex:
             h, w = shape
             footprint = shapely.Polygon([transform @ (0, 0), transform @ (w, 0), transform @ (w, h),
                                          transform @ (0, h)])
-        idx = self.query(footprint)
+        if idx is None:
+            idx = self.query(footprint)
         if not len(idx):
             return out
-        pixel = to_pixel_space(self.geometries[idx], transform)
-        for touched in (False, True):
-            sel = self.all_touched[idx] == touched
+        touched = self.all_touched[idx]
+        order = np.concatenate([idx[~touched], idx[touched]])  # the burn order: later wins
+        covers = np.flatnonzero(shapely.contains(self.geometries[order], footprint))
+        if len(covers):
+            last = int(covers[-1])
+            out[...] = np.asarray(float(self.values[order[last]])).astype(dtype)
+            order = order[last + 1:]
+            if not len(order):
+                return out
+        pixel = to_pixel_space(self.geometries[order], transform)
+        burn_touched = self.all_touched[order]
+        for all_touched in (False, True):
+            sel = burn_touched == all_touched
             if sel.any():
-                shapes = [(g, float(v)) for g, v in zip(pixel[sel], self.values[idx][sel]) if not g.is_empty]
+                shapes = [(g, float(v)) for g, v in zip(pixel[sel], self.values[order][sel]) if not g.is_empty]
                 if shapes:
-                    rasterize(shapes, out=out, transform=Affine.identity(), all_touched=touched)
+                    rasterize(shapes, out=out, transform=Affine.identity(), all_touched=all_touched)
         return out
 
 
