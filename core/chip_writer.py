@@ -9,7 +9,10 @@ pixels are, and then writes each chip as ``header with its origin patched + pixe
 
 The template is only trusted after a self-check: GDAL writes a second chip (other origin, other pixels) and
 the patched bytes must equal it byte for byte; otherwise (another GDAL version, layout or option) the writer
-falls back to writing through rasterio. Either way the files are exactly what GDAL writes.
+falls back to writing through rasterio. The files hold the same tags, georeferencing, pixels and size as
+GDAL's; the one difference is where strips that hold only nodata (0 without nodata) sit: GDAL defers them to
+the end of the file, this writer keeps every strip in order (the strip offsets say where each one is, so
+readers see identical pixels).
 """
 
 from __future__ import annotations
