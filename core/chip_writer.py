@@ -37,6 +37,10 @@ def gdal_profile(data_shape: tuple[int, int, int], dtype: str, transform: Affine
     profile: dict[str, Any] = {"driver": "GTiff", "width": width, "height": height, "count": count,
                                "dtype": dtype, "crs": crs, "transform": transform,
                                "interleave": "pixel" if count <= 4 else "band"}
+    if count != 3:
+        # Otherwise GDAL tags the 2nd/4th band of 8-bit chips as alpha, and QGIS (and any reader that
+        # drops alpha) would treat a NIR band as transparency.
+        profile["photometric"] = "minisblack"
     if nodata is not None:
         profile["nodata"] = nodata
     return profile

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .chip_writer import TiffChipWriter
+from .chip_writer import TiffChipWriter, write_with_gdal
 from .classes import ClassInfo, make_classes
 from .config import StepConfig, require
 from .errors import ConfigError, LabelError, RasterReadError
@@ -511,15 +511,16 @@ def _check_format(fmt: str, nbands: int, dtype: str) -> None:
 def _write_chip(path: Path, data: np.ndarray, transform: Any, crs: Any, nodata: float | None, fmt: str) -> None:
     import rasterio
 
-    driver = {"tif": "GTiff", "png": "PNG", "jpg": "JPEG"}[fmt]
+    if fmt == "tif":
+        write_with_gdal(path, data, transform, crs, nodata)
+        return
+    driver = {"png": "PNG", "jpg": "JPEG"}[fmt]
     profile: dict[str, Any] = {"driver": driver, "width": data.shape[2], "height": data.shape[1],
                                "count": data.shape[0], "dtype": str(data.dtype), "crs": crs,
                                "transform": transform}
     if nodata is not None:
         profile["nodata"] = nodata
-    if fmt == "tif":
-        profile["interleave"] = "pixel" if data.shape[0] <= 4 else "band"
-    elif fmt == "jpg":
+    if fmt == "jpg":
         profile["quality"] = 95
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

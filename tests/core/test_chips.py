@@ -323,3 +323,19 @@ def test_sample_scene_landcover(sample_scene: Any, tmp_path: Path) -> None:
             agree += int((lab[0][valid] == r[valid]).sum())
             total += int(valid.sum())
     assert agree / total > 0.97
+
+
+def test_four_band_chips_have_no_alpha_band(sample_scene, tmp_path):  # type: ignore[no-untyped-def]
+    """A NIR band must stay a data band in the chips (GDAL would tag the 4th 8-bit band as alpha)."""
+    import rasterio
+
+    from core.chips import ExportConfig, export_training_data
+    from core.raster_io import default_bands
+
+    res = export_training_data(ExportConfig(str(sample_scene.image), str(sample_scene.landcover_polygons),
+                                            str(tmp_path / "c"), tile_size_px=(128, 128), stride_px=(128, 128)))
+    first = sorted((res.folder / "images").iterdir())[0]
+    with rasterio.open(first) as src:
+        assert src.count == 4
+        assert rasterio.enums.ColorInterp.alpha not in src.colorinterp
+        assert default_bands(src) == (1, 2, 3, 4)
