@@ -67,6 +67,11 @@ class AccuracyResult:
     confusion_csv: Path
     html: Path
     class_names: dict[int, str]
+    #: The JSON report's content; ``result["miou"]`` etc. read it like the file.
+    body: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.body[key]
 
 
 def _is_raster(path: Path) -> bool:
@@ -273,4 +278,4 @@ Evaluated pixels: {metrics.evaluated_pixels}; ignored classes: {', '.join(map(st
         tmp.write_text(page, encoding="utf-8")
     with atomic_output(report_path) as tmp:
         tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
-    return AccuracyResult(metrics, report_path, csv_path, confusion_path, html_path, names)
+    return AccuracyResult(metrics, report_path, csv_path, confusion_path, html_path, names, body)

@@ -192,9 +192,66 @@ def _evaluate_roads_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
     return 0
 
 
+def _classify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("raster", type=Path, help="raster to classify")
+    p.add_argument("model", type=Path, help="model package (folder, model.json or zip)")
+    p.add_argument("output", type=Path, help="classified GeoTIFF to write")
+    p.add_argument("--probability", type=Path, help="also write class probabilities (float32 GeoTIFF)")
+    p.add_argument("--cell-size-m", type=float, help="output cell size (default: the model's)")
+    p.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"), help="raster CRS")
+    p.add_argument("--tile-size-px", type=int, help="tile size (default: the model's)")
+    p.add_argument("--padding-px", type=int, help="padding per tile side (default: a quarter of the tile)")
+    p.add_argument("--blend", choices=("centre", "weighted"), default="centre")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
+    p.add_argument("--tta", choices=("none", "flips", "dihedral"), default="none")
+    p.add_argument("--tta-merge", choices=("mean", "max"), default="mean")
+    p.add_argument("--no-mixed-precision", action="store_true", help="no float16 autocast on CUDA")
+
+
+def _classify_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
+    from .distributed import classify_any
+    from .inference import ClassifyConfig
+
+    cfg = ClassifyConfig(args.raster, args.model, args.output, args.probability, args.cell_size_m,
+                         tuple(args.extent) if args.extent else None, args.tile_size_px, args.padding_px,
+                         args.blend, args.batch_size, args.device, args.tta, args.tta_merge,
+                         not args.no_mixed_precision)
+    result = classify_any(cfg, fb)
+    if result is not None:
+        print(json.dumps({"output": str(result.output_classified), "device": result.device,
+                          "size_px": [result.width_px, result.height_px], "tiles": result.tiles,
+                          "seconds": round(result.seconds, 2), "mpix_per_s": round(result.megapixels_per_second, 3),
+                          "warnings": result.warnings}, indent=2))
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("classified", type=Path, help="classified raster")
+    p.add_argument("reference", type=Path, help="reference raster, or polygons with --class-field")
+    p.add_argument("report", type=Path, help="JSON report to write (CSV and HTML beside it)")
+    p.add_argument("--class-field", help="class value field of reference polygons")
+    p.add_argument("--layer", help="layer of a multi-layer vector file")
+    p.add_argument("--ignore", type=int, nargs="*", default=[], help="class values not evaluated")
+
+
+def _evaluate_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
+    from .accuracy import AccuracyConfig, assess_accuracy
+
+    result = assess_accuracy(AccuracyConfig(args.classified, args.reference, args.report, args.class_field,
+                                            args.layer, tuple(args.ignore)), fb)
+    m = result.metrics
+    print(json.dumps({"overall_accuracy": m.overall_accuracy, "kappa": m.kappa, "miou": m.miou,
+                      "report": str(result.report), "html": str(result.html)}, indent=2))
+    return 0
+
+
 register("sample", "generate the built-in sample scene (imagery + roads + land cover ground truth)",
          _sample_args, _sample_run)
 register("doctor", "check the Python packages and the compute device", _doctor_args, _doctor_run)
+register("classify", "classify a raster with a model package (tiled, streaming)", _classify_args, _classify_run)
+register("evaluate", "assess a classified raster against a reference raster or polygons", _evaluate_args,
+         _evaluate_run)
 register("train", "train a segmentation model on a training folder (writes a model package)", _train_args, _train_run)
 register("demo", "run the whole workflow that is available on the built-in sample scene", _demo_args, _demo_run)
 register("export", "export image and label chips for training (a training folder)", _export_args, _export_run)

@@ -136,6 +136,9 @@ class ClassifyResult:
     seconds: float
     forward_seconds: float
     warnings: list[str]
+    #: Output windows ``(row0, row1, col0, col1)`` this process wrote (all chunks unless sharded).
+    chunk_windows: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)
+    classes: list[ClassInfo] = dataclasses.field(default_factory=list)
 
     @property
     def megapixels_per_second(self) -> float:
@@ -756,6 +759,7 @@ def classify_pixels(config: ClassifyConfig, feedback: Feedback | None = None,
         cell_size=(abs(grid_out.transform.a), abs(grid_out.transform.e)), tile_size_px=tile, padding_px=padding,
         blend=config.blend, batch_size=predictor.batch_size, tiles=len(items), seconds=seconds,
         forward_seconds=predictor.forward_seconds, warnings=warnings,
+        chunk_windows=[(c.row0, c.row1, c.col0, c.col1) for c in chunks], classes=classes,
     )
     fb.info(f"classified {result.width_px} x {result.height_px} px in {seconds:.1f} s "
             f"({result.megapixels_per_second:.2f} Mpix/s) on {device.description}")
