@@ -147,23 +147,80 @@ def _block_starts(size: int, block: int) -> list[int]:
     return list(range(0, size, block))
 
 
-def _drop_small_components(mask: np.ndarray, min_px: int, structure: np.ndarray) -> np.ndarray:
-    """``mask`` without its connected components of fewer than ``min_px`` pixels.
+_EIGHT = np.ones((3, 3), dtype=bool)
+_FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+# Above this many components, one vectorized pass over the label image is cheaper than a loop over boxes.
+_MANY_COMPONENTS = 20_000
 
-    The same as scikit-image's ``remove_small_objects`` with one label pass and no extra copies:
-    on large blocks this step costs as much as the skeleton itself.
+
+def _set_small_components(labelled: np.ndarray, min_px: int, structure: np.ndarray, target: np.ndarray,
+                          value: bool) -> None:
+    """Set ``target`` to ``value`` on the connected components of ``labelled`` with fewer than ``min_px`` pixels.
+
+    The same result as scikit-image's ``remove_small_objects`` (or ``remove_small_holes`` on the
+    complement), but much cheaper on large, sparse blocks: a connected set of n pixels spans at most
+    n rows and n columns, so only components whose bounding box is under ``min_px`` both ways can be
+    small, and those are counted inside their own boxes. No full-size size lookup (``sizes[labels]``)
+    is made unless the block has very many components.
     """
     from scipy import ndimage
 
-    labels, count = ndimage.label(mask, structure=structure)
+    labels, count = ndimage.label(labelled, structure=structure)
     if count == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    small = sizes < min_px
-    small[0] = False
-    if not small.any():
-        return mask
-    return np.asarray(mask & ~small[labels])
+        return
+    if count > _MANY_COMPONENTS:
+        sizes = np.bincount(labels.ravel())
+        small = sizes < min_px
+        small[0] = False
+        if small.any():
+            target[small[labels]] = value
+        return
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None or box[0].stop - box[0].start >= min_px or box[1].stop - box[1].start >= min_px:
+            continue
+        pixels = labels[box] == k
+        if np.count_nonzero(pixels) < min_px:
+            target[box][pixels] = value
+
+
+def skeletonize_components(mask: np.ndarray) -> np.ndarray:
+    """``skimage.morphology.skeletonize(mask)``, computed only on the bounding boxes of its components.
+
+    Zhang-Suen thinning decides each pixel from its 3 x 3 neighbourhood, and two 8-connected
+    components never share a neighbourhood, so each component thins exactly as it would in the whole
+    array; a component that has stopped changing stays unchanged while others are still thinned. The
+    result is therefore bit-identical to the full-array call (tested on random masks and real data),
+    but empty space is not scanned on every pass, and a small component does not pay for the many
+    passes a wide one needs. Components are taken largest box first; every component lying wholly
+    inside an already thinned box is done with it, so a road network spanning the block costs one call.
+    """
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    out = np.zeros(mask.shape, dtype=bool)
+    labels, count = ndimage.label(mask, structure=_EIGHT)
+    if count == 0:
+        return out
+    boxes = ndimage.find_objects(labels)
+    r0 = np.array([b[0].start for b in boxes])
+    r1 = np.array([b[0].stop for b in boxes])
+    c0 = np.array([b[1].start for b in boxes])
+    c1 = np.array([b[1].stop for b in boxes])
+    done = np.zeros(count, dtype=bool)
+    for i in np.argsort(-(r1 - r0) * (c1 - c0), kind="stable").tolist():
+        if done[i]:
+            continue
+        box = boxes[i]
+        thin = skeletonize(mask[box]).astype(bool, copy=False)  # type: ignore[no-untyped-call]
+        inside = (r0 >= r0[i]) & (r1 <= r1[i]) & (c0 >= c0[i]) & (c1 <= c1[i])
+        overlapping = (r0 < r1[i]) & (r1 > r0[i]) & (c0 < c1[i]) & (c1 > c0[i])
+        if (overlapping & ~inside).any():
+            # Components cut by this box were thinned wrongly here: keep only those wholly inside.
+            keep = np.concatenate([[False], inside])
+            thin &= keep[labels[box]]
+        out[box] |= thin
+        done |= inside
+    return out
 
 
 def _road_mask(data: np.ndarray, valid: np.ndarray | None, cfg: VectorizeConfig, cell_area_m2: float) -> np.ndarray:
@@ -182,10 +239,9 @@ def _road_mask(data: np.ndarray, valid: np.ndarray | None, cfg: VectorizeConfig,
     blob_px = int(round(cfg.min_blob_area_m2 / cell_area_m2))
     hole_px = int(round(cfg.max_hole_area_m2 / cell_area_m2))
     if blob_px > 1 and mask.any():
-        mask = _drop_small_components(mask, blob_px, np.ones((3, 3), bool))
+        _set_small_components(mask, blob_px, _EIGHT, mask, False)
     if hole_px > 1 and mask.any():
-        four = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
-        mask = ~_drop_small_components(~mask, hole_px, four)
+        _set_small_components(~mask, hole_px, _FOUR, mask, True)
         if valid is not None:
             mask &= valid
     return np.asarray(mask, dtype=bool)
@@ -196,7 +252,6 @@ def _block_graph(src: Any, cfg: VectorizeConfig, r0: int, c0: int, r1: int, c1: 
     """Skeleton graph of the core window [r0:r1, c0:c1], read with ``overlap`` pixels of context."""
     from rasterio.enums import MaskFlags
     from rasterio.windows import Window
-    from skimage.morphology import skeletonize
 
     H, W = src.height, src.width
     pr0, pc0 = max(0, r0 - overlap), max(0, c0 - overlap)
@@ -219,10 +274,10 @@ def _block_graph(src: Any, cfg: VectorizeConfig, r0: int, c0: int, r1: int, c1: 
     pads = ((overlap - (r0 - pr0), overlap - (pr1 - r1)), (overlap - (c0 - pc0), overlap - (pc1 - c1)))
     if any(v > 0 for pair in pads for v in pair):
         padded = np.pad(mask, pads, mode="symmetric")
-        thin: np.ndarray = skeletonize(padded)  # type: ignore[no-untyped-call]
+        thin = skeletonize_components(padded)
         skel = thin[pads[0][0]: pads[0][0] + mask.shape[0], pads[1][0]: pads[1][0] + mask.shape[1]].astype(bool)
     else:
-        skel = skeletonize(mask).astype(bool, copy=False)  # type: ignore[no-untyped-call]
+        skel = skeletonize_components(mask)
     # The core plus a one-pixel ring (where the raster has one) is what the graph is built from.
     er0, ec0 = max(0, r0 - 1), max(0, c0 - 1)
     er1, ec1 = min(H, r1 + 1), min(W, c1 + 1)
