@@ -39,7 +39,7 @@ class LinkDecoderBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        mid = max(cin // 4, 4)
+        mid = max(cin // 4, 16)
         self.reduce = nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True))
         self.up = nn.Sequential(nn.ConvTranspose2d(mid, mid, 3, stride=2, padding=1, output_padding=1, bias=False),
                                 nn.BatchNorm2d(mid), nn.ReLU(inplace=True))
@@ -63,7 +63,7 @@ class LinkNetDecoder(nn.Module):
         self.dec3 = LinkDecoderBlock(c[3], c[2])
         self.dec2 = LinkDecoderBlock(c[2], c[1])
         self.dec1 = LinkDecoderBlock(c[1], c[0])
-        mid = max(c[0] // 2, 4)
+        mid = max(c[0] // 2, 32)
         self.final = nn.Sequential(
             nn.ConvTranspose2d(c[0], mid, 4, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(mid, mid, 3, padding=1), nn.ReLU(inplace=True),
