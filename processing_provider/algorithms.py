@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .assess_accuracy import AssessAccuracyAlgorithm
 from .base import RoadLandcoverAlgorithm
+from .classify_pixels import ClassifyPixelsAlgorithm
 from .evaluate_roads import EvaluateRoadsAlgorithm
 from .export_training_data import ExportTrainingDataAlgorithm
 from .extract_roads import ExtractRoadsAlgorithm
@@ -12,4 +14,5 @@ from .vectorize_roads import VectorizeRoadsAlgorithm
 
 ALGORITHMS: tuple[type[RoadLandcoverAlgorithm], ...] = (SampleSceneAlgorithm, ExportTrainingDataAlgorithm,
                                                          VectorizeRoadsAlgorithm, EvaluateRoadsAlgorithm,
-                                                         TrainModelAlgorithm, ExtractRoadsAlgorithm,)
+                                                         TrainModelAlgorithm, ExtractRoadsAlgorithm,
+                                                         ClassifyPixelsAlgorithm, AssessAccuracyAlgorithm,)
