@@ -60,7 +60,7 @@ def test_two_gloo_ranks_write_one_identical_output(tmp_path: Path) -> None:
         procs.append(subprocess.Popen([sys.executable, "-c", code, str(src), str(pkg), str(out), str(prob), "weighted"],
                                       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=120) for p in procs]
-    for p, (o, e) in zip(procs, outputs):
+    for p, (_o, e) in zip(procs, outputs):
         assert p.returncode == 0, e[-3000:]
     assert "RESULT None" in outputs[1][0] and "RESULT None" not in outputs[0][0]
     np.testing.assert_array_equal(read(out), read(single))

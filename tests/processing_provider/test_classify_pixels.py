@@ -91,8 +91,8 @@ def test_qgis_process_classifies_with_a_unet_package(tmp_path: Path) -> None:
 
     if "unet" not in available_models():
         pytest.skip("the unet architecture is not available yet")
-    from core.models import build_model
     from core.model_package import save_package
+    from core.models import build_model
     from tests.core.test_inference import definition
 
     d = definition("unet", 3, [1, 2, 3], tile=64)
@@ -101,7 +101,7 @@ def test_qgis_process_classifies_with_a_unet_package(tmp_path: Path) -> None:
     pkg = save_package(tmp_path / "unet.zip", d, model.state_dict())
     src = write_raster(tmp_path / "in.tif", np.random.default_rng(0).integers(0, 255, (3, 50, 70)).astype(np.uint8))
     out = tmp_path / "cls.tif"
-    proc, payload = run_algorithm_json("roadlandcover:classifypixels", {
+    _proc, payload = run_algorithm_json("roadlandcover:classifypixels", {
         "INPUT_RASTER": src, "MODEL": pkg, "DEVICE": 3, "TILE_SIZE": 64, "PADDING": 16, "OUTPUT_CLASSIFIED": out})
     assert payload is not None and Path(payload["results"]["OUTPUT_CLASSIFIED"]) == out
     with rasterio.open(out) as dst, rasterio.open(src) as ref:
