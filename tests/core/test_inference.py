@@ -317,3 +317,18 @@ def test_tta_dihedral_is_consistent_for_equivariant_model(tmp_path: Path, onehot
 def test_package_json_roundtrip_is_read(onehot_package: Path) -> None:
     d = json.loads((onehot_package / "model.json").read_text())
     assert d["output_values"] == [0, 1, 2, 3, 4]
+
+
+def test_cli_classify_and_evaluate(tmp_path: Path, onehot_package: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli import main
+
+    classes = np.random.default_rng(9).integers(0, 5, (20, 30)).astype(np.uint8)
+    src = write_raster(tmp_path / "in.tif", classes)
+    out = tmp_path / "cls.tif"
+    assert main(["-q", "classify", str(src), str(onehot_package), str(out), "--tile-size-px", "16",
+                 "--padding-px", "2", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["size_px"] == [30, 20]
+    np.testing.assert_array_equal(read(out)[0], classes)
+    assert main(["-q", "evaluate", str(out), str(src), str(tmp_path / "acc.json"), "--ignore", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["overall_accuracy"] == pytest.approx(1.0)
+    assert main(["classify", str(src), str(tmp_path / "missing.zip"), str(out)]) == 2
