@@ -50,26 +50,34 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-dir", type=Path, default=None,
                    help="checkpoints, history.csv, curves, metrics (default: <output>_training beside the package)")
     p.add_argument("--model", default="unet", help="unet, linknet or multitask_road (default unet)")
-    p.add_argument("--encoder", default="resnet34", choices=("resnet18", "resnet34", "resnet50"))
+    p.add_argument("--encoder", default="resnet34", choices=("resnet18", "resnet34", "resnet50"),
+                   help="ResNet encoder (default resnet34)")
     p.add_argument("--base-width", type=int, default=64, help="encoder width; 64 = standard ResNet (default)")
     p.add_argument("--pretrained", default="", help="'imagenet' (needs internet) or a torchvision ResNet .pth file")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=20, help="maximum number of epochs (default 20)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="chips per step (default 8); halved automatically on CUDA out-of-memory")
     p.add_argument("--learning-rate", type=float, default=0.0, help="peak learning rate; 0 = run the finder (default)")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--val-percent", type=float, default=20.0)
-    p.add_argument("--val-split", default="blocked", choices=("blocked", "random"))
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
+    p.add_argument("--val-percent", type=float, default=20.0,
+                   help="share of chips held out for validation, in percent (default 20)")
+    p.add_argument("--val-split", default="blocked", choices=("blocked", "random"),
+                   help="blocked (default): whole map blocks held out, overlapping training chips dropped; "
+                        "random: chips at random")
     p.add_argument("--ignore-classes", default="", help="comma-separated class values to ignore (0 always is)")
-    p.add_argument("--class-weights", default="none", choices=("none", "balanced"))
+    p.add_argument("--class-weights", default="none", choices=("none", "balanced"),
+                   help="balanced: inverse class frequency (capped at 10x) for ce/focal (default none)")
     p.add_argument("--loss", default="auto", help="auto, ce, dice, focal, ce_dice, soft_iou")
-    p.add_argument("--monitor-metric", dest="monitor", default="auto", choices=("auto", "valid_loss", "miou", "road_iou", "accuracy"))
+    p.add_argument("--monitor-metric", dest="monitor", default="auto", choices=("auto", "valid_loss", "miou", "road_iou", "accuracy"),
+                   help="metric for the best checkpoint and early stopping (auto: miou, road_iou for roads)")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0 = off)")
     p.add_argument("--resume-from", default="", help="checkpoint_last.pt to resume, or a model package to fine-tune")
     p.add_argument("--no-mixed-precision", action="store_true", help="train in float32 on CUDA too")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of split, initialisation, augmentation (default 42)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default 0)")
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-augment", action="store_true",
+                   help="switch off flips/quarter turns and radiometric jitter")
     p.add_argument("--progress-json", action="store_true",
                    help=f"print machine-readable '{TAG.strip()} {{json}}' progress lines on stdout and read "
                         "'cancel' from stdin (used by QGIS)")
