@@ -17,7 +17,8 @@ SMALL = {"encoder": "resnet18", "base_width": 8}
 
 def test_registry_lists_valid_names_on_error() -> None:
     assert {"unet", "linknet", "multitask_road"} <= set(available_models())
-    with pytest.raises(ConfigError, match="valid names: linknet, multitask_road, unet"):
+    # Other test modules register throw-away models, so only require ours to be listed, in order.
+    with pytest.raises(ConfigError, match=r"'segformer'; valid names: (\w+, )*linknet, (\w+, )*multitask_road, (\w+, )*unet"):
         build_model("segformer", 3, 2)
     with pytest.raises(ConfigError, match="unknown option"):
         build_model("unet", 3, 2, encoderr="resnet18")
