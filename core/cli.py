@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import CanceledError, RoadLandcoverError
@@ -67,14 +68,29 @@ def _doctor_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, default=Path("build/demo"), help="working folder (default build/demo)")
-    p.add_argument("--size-px", type=int, default=2400, help="sample scene size in pixels")
+    p.add_argument("--quick", action="store_true", help="a tiny run (384 px scene, 2 epochs) to check the chain")
+    p.add_argument("--size-px", type=int, default=None, help="sample scene size in pixels (default 1600)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per model (default 8)")
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    p.add_argument("--only", choices=("landcover", "roads"), default=None, help="run one of the two chains")
 
 
 def _demo_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
-    from .demo import run_demo
+    import dataclasses
 
-    report = run_demo(args.output, size_px=args.size_px, feedback=fb)
+    from .demo import QUICK, DemoConfig, run_demo
+
+    base = QUICK if args.quick else DemoConfig()
+    changes: dict[str, Any] = {"device": args.device}
+    if args.size_px is not None:
+        changes["size_px"] = args.size_px
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.only is not None:
+        changes.update(landcover=args.only == "landcover", roads=args.only == "roads")
+    report = run_demo(args.output, dataclasses.replace(base, **changes), feedback=fb)
     print(json.dumps(report, indent=2))
+    fb.info(f"summary: {json.dumps(report['summary'])}; full report in {Path(args.output) / 'demo_report.json'}")
     return 0
 
 
@@ -177,6 +193,10 @@ def _evaluate_roads_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("predicted", type=Path, help="predicted road lines")
     p.add_argument("reference", type=Path, help="reference road lines (ground truth)")
     p.add_argument("report", type=Path, help="output report .json (a .csv and a .png are written beside it)")
+    _road_metric_args(p)
+
+
+def _road_metric_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--tolerance-m", type=float, default=3.0, help="relaxed precision/recall tolerance (3)")
     p.add_argument("--snap-distance-m", type=float, default=4.0, help="APLS snapping (SpaceNet: 4)")
     p.add_argument("--control-point-spacing-m", type=float, default=50.0, help="APLS control points (SpaceNet: 50)")
@@ -187,7 +207,8 @@ def _evaluate_roads_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
 
     cfg = EvaluateRoadsConfig(tolerance_m=args.tolerance_m, apls=AplsConfig(
         snap_distance_m=args.snap_distance_m, control_point_spacing_m=args.control_point_spacing_m))
-    report = evaluate_roads(args.predicted, args.reference, args.report, cfg, fb)
+    predicted = getattr(args, "predicted", None) or args.classified  # `evaluate` with road lines lands here too
+    report = evaluate_roads(predicted, args.reference, args.report, cfg, fb)
     print(json.dumps({k: report[k] for k in (*REPORT_KEYS, "pixel_iou", "parameters")}, indent=2))
     return 0
 
@@ -233,10 +254,17 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-field", help="class value field of reference polygons")
     p.add_argument("--layer", help="layer of a multi-layer vector file")
     p.add_argument("--ignore", type=int, nargs="*", default=[], help="class values not evaluated")
+    _road_metric_args(p.add_argument_group("road lines (when CLASSIFIED is a vector layer of predicted roads)"))
+
+
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml")
 
 
 def _evaluate_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
     from .accuracy import AccuracyConfig, assess_accuracy
+
+    if args.classified.suffix.lower() in VECTOR_SUFFIXES:
+        return _evaluate_roads_run(args, fb)
 
     result = assess_accuracy(AccuracyConfig(args.classified, args.reference, args.report, args.class_field,
                                             args.layer, tuple(args.ignore)), fb)
@@ -250,7 +278,8 @@ register("sample", "generate the built-in sample scene (imagery + roads + land c
          _sample_args, _sample_run)
 register("doctor", "check the Python packages and the compute device", _doctor_args, _doctor_run)
 register("classify", "classify a raster with a model package (tiled, streaming)", _classify_args, _classify_run)
-register("evaluate", "assess a classified raster against a reference raster or polygons", _evaluate_args,
+register("evaluate", "accuracy of a classified raster vs reference raster/polygons, or of road lines vs reference lines",
+         _evaluate_args,
          _evaluate_run)
 register("train", "train a segmentation model on a training folder (writes a model package)", _train_args, _train_run)
 register("demo", "run the whole workflow that is available on the built-in sample scene", _demo_args, _demo_run)

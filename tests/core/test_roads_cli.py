@@ -22,6 +22,11 @@ def test_cli_roads_then_evaluate(sample_scene: Any, tmp_path: Path, capsys: pyte
     printed = json.loads(capsys.readouterr().out)
     assert printed["apls"] > 0.95 and printed["parameters"]["control_point_spacing_m"] == 50.0
     assert report.exists() and report.with_suffix(".csv").exists() and report.with_suffix(".png").exists()
+    # `evaluate` (the name) sees road lines and gives the same road metrics.
+    report2 = tmp_path / "eval2.json"
+    assert main(["-q", "evaluate", str(lines), str(sample_scene.road_centerlines), str(report2),
+                 "--tolerance-m", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["apls"] == printed["apls"]
 
 
 def test_cli_roads_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
