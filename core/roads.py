@@ -525,13 +525,14 @@ def extract_roads(
     batch_size: int = 8,
     device: str = "auto",
     feedback: Feedback | None = None,
+    extent: tuple[float, float, float, float] | None = None,
 ) -> VectorizeResult:
     """Imagery + road model package -> road probability raster -> centerlines, in one step.
 
     Runs :func:`core.inference.classify_pixels` with the package (it must be a road model: one road
     probability band, 0-1, nodata -1) and vectorizes the probability with :func:`vectorize_roads`.
     The classified mask that inference also writes is kept beside the probability
-    (``<probability>_mask.tif``).
+    (``<probability>_mask.tif``). ``extent`` (raster CRS) limits the work to part of the raster.
     """
     from .errors import ModelPackageError
     from .inference import ClassifyConfig, classify_pixels
@@ -553,7 +554,7 @@ def extract_roads(
     classify = ClassifyConfig(
         input_raster=Path(raster_path), model=Path(model),
         output_classified=prob.with_name(prob.stem + "_mask.tif"), output_probability=prob,
-        cell_size_m=cell_size_m, padding_px=padding_px, batch_size=batch_size, device=device,
+        cell_size_m=cell_size_m, padding_px=padding_px, batch_size=batch_size, device=device, extent=extent,
     )
     classified = classify_pixels(classify, SubFeedback(fb, 0, 70))
     if classified.output_probability is None:

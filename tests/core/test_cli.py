@@ -43,8 +43,26 @@ def test_doctor_reports_packages_and_device(capsys: pytest.CaptureFixture[str]) 
     assert "torch" in out and "rasterio" in out and "device: cpu" in out
 
 
-def test_demo_runs_the_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["-q", "demo", "--output", str(tmp_path / "demo"), "--size-px", "256"]) == 0
+def test_demo_runs_the_whole_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """make demo's job, tiny: export -> train -> classify -> assess, and roads export -> train -> extract -> APLS."""
+    assert main(["-q", "demo", "--quick", "--output", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["steps"]["sample_scene"]["road_edges"] > 10
-    assert (tmp_path / "demo" / "demo_report.json").exists()
+    steps = report["steps"]
+    assert list(steps) == ["sample_scene", "landcover_export", "landcover_train", "landcover_classify",
+                           "landcover_accuracy", "roads_export", "roads_train", "roads_extract", "roads_evaluate"]
+    assert steps["landcover_export"]["chips"] > 10 and steps["roads_export"]["chips"] > 5
+    acc = steps["landcover_accuracy"]
+    assert 0 <= acc["overall_accuracy"] <= 1 and -1 <= acc["kappa"] <= 1
+    # Two epochs of a tiny model only prove the chain (learning is tested in test_training.py); the outputs must
+    # still sit on the scene's grid.
+    import rasterio
+
+    with rasterio.open(steps["sample_scene"]["image"]) as src, \
+            rasterio.open(tmp_path / "demo" / "landcover_classified.tif") as out:
+        assert (out.crs, out.transform, out.shape) == (src.crs, src.transform, src.shape)
+        assert out.colormap(1)[1][3] == 255  # coloured, class 1 opaque
+    assert 0 <= steps["roads_evaluate"]["apls"] <= 1
+    for name in ("landcover_classified.tif", "roads.gpkg", "road_report.json", "landcover_accuracy.json",
+                 "demo_report.json"):
+        assert (tmp_path / "demo" / name).exists(), name
+    assert report["summary"]["landcover"]["miou"] == acc["miou"]
