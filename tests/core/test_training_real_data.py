@@ -2,7 +2,8 @@
 polygons, exported with the real export and trained for a few CPU epochs.
 
 Proves the chain runs on real, sparse labels (most pixels unlabelled = class 0, ignored) and that the report
-has per-class precision/recall/F1/IoU in JSON and CSV for the classes present in validation.
+has per-class precision/recall/F1/IoU in JSON and CSV for the classes present in validation; then classifies
+the real raster with the package the tool just trained and assesses it against the label polygons.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import pytest
 
 pytest.importorskip("torch")
 
+from core.accuracy import AccuracyConfig, assess_accuracy
 from core.chips import ExportConfig, export_training_data
+from core.inference import CLASS_NODATA, ClassifyConfig, classify_pixels
 from core.training import TrainConfig, train_model
 
 NB = "landcover/new_brunswick_0_5m"
@@ -56,3 +59,25 @@ def test_new_brunswick_short_run_reports_per_class_metrics(shared_data: Path, tm
                                              f"{v} {names[int(v)]}": {k: round(m[k], 3) for k in
                                                                      ("precision", "recall", "f1", "iou", "support_px")}
                                              for v, m in metrics["per_class"].items()}}, indent=1))
+
+    # Classify the real raster with the package trained above, and assess against the label polygons.
+    import numpy as np
+    import rasterio
+
+    image = shared_data / NB / "23322E759967N_clipped_1m_1of2.tif"
+    out = tmp_path / "nb_classified.tif"
+    classify_pixels(ClassifyConfig(image, tmp_path / "nb_model.zip", out, device="cpu"))
+    with rasterio.open(out) as dst, rasterio.open(image) as src:
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        classified, cmap = dst.read(1), dst.colormap(1)
+    assert set(np.unique(classified)) <= set(names) | {CLASS_NODATA}
+    for c in desc["classes"]:
+        assert "#{:02x}{:02x}{:02x}".format(*cmap[c["value"]][:3]) == c["color"].lower()
+    acc = assess_accuracy(AccuracyConfig(out, shared_data / NB / "BakerLake_2017_clipped.gpkg",
+                                         tmp_path / "nb_accuracy.json", class_field="Cinqclasses",
+                                         ignore_classes=(0,)))
+    report = json.loads(acc.report.read_text())
+    assert 0.0 <= report["overall_accuracy"] <= 1.0 and report["evaluated_pixels"] > 10_000
+    assert {report["per_class"][v]["name"] for v in report["per_class"]} <= set(names.values())
+    print("New Brunswick classified vs label polygons (train + validation area):",
+          {k: round(report[k], 3) for k in ("overall_accuracy", "kappa", "miou")})
