@@ -176,16 +176,30 @@ def _roads_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--simplify-m", type=float, default=1.0, help="simplification tolerance in metres (1)")
     p.add_argument("--band", type=int, default=1)
     p.add_argument("--block-size-px", type=int, default=4096, help="block size for large rasters (4096)")
+    g = p.add_argument_group("extract roads from imagery (INPUT is the image, one step: model -> probability -> lines)")
+    g.add_argument("--model", type=Path, help="road model package; with it INPUT is imagery, not a probability")
+    g.add_argument("--probability", type=Path, help="road probability raster to write (default: <lines>_prob.tif)")
+    g.add_argument("--cell-size-m", type=float, help="inference cell size (default: the model's)")
+    g.add_argument("--padding-px", type=int, help="padding per tile side (default: a quarter of the tile)")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
 
 
 def _roads_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
-    from .roads import VectorizeConfig, vectorize_roads
+    from .roads import VectorizeConfig, extract_roads, vectorize_roads
 
     cfg = VectorizeConfig(threshold=args.threshold, min_spur_m=args.min_spur_m, max_gap_m=args.max_gap_m,
                           max_gap_angle_deg=args.max_gap_angle, min_component_m=args.min_component_m,
                           simplify_m=args.simplify_m, band=args.band, block_size_px=args.block_size_px)
     nodes = args.nodes or args.lines.with_name(args.lines.stem + "_nodes.gpkg")
-    print(json.dumps(vectorize_roads(args.input, args.lines, nodes, cfg, fb).to_dict(), indent=2))
+    if args.model is None:
+        result = vectorize_roads(args.input, args.lines, nodes, cfg, fb)
+    else:
+        prob = args.probability or args.lines.with_name(args.lines.stem + "_prob.tif")
+        result = extract_roads(args.input, args.model, prob, args.lines, nodes, cfg, cell_size_m=args.cell_size_m,
+                               padding_px=args.padding_px, batch_size=args.batch_size, device=args.device,
+                               feedback=fb)
+    print(json.dumps(result.to_dict(), indent=2))
     return 0
 
 
@@ -284,7 +298,7 @@ register("evaluate", "accuracy of a classified raster vs reference raster/polygo
 register("train", "train a segmentation model on a training folder (writes a model package)", _train_args, _train_run)
 register("demo", "run the whole workflow that is available on the built-in sample scene", _demo_args, _demo_run)
 register("export", "export image and label chips for training (a training folder)", _export_args, _export_run)
-register("roads", "vectorize a road probability/mask raster into centerlines and nodes", _roads_args, _roads_run)
+register("roads", "road centerlines and nodes from a road probability/mask raster, or from imagery with --model", _roads_args, _roads_run)
 register("evaluate-roads", "compare road lines with reference lines (APLS, relaxed P/R/F1, pixel IoU)",
          _evaluate_roads_args, _evaluate_roads_run)
 

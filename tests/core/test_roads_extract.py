@@ -72,3 +72,22 @@ def test_extract_roads_refuses_a_landcover_model(sample_scene: Any, tmp_path: Pa
     with pytest.raises(ModelPackageError, match="not a road model"):
         extract_roads(sample_scene.image, pkg, tmp_path / "p.tif", tmp_path / "l.gpkg", tmp_path / "n.gpkg")
     assert not (tmp_path / "p.tif").exists()
+
+
+def test_cli_roads_with_a_model_extracts_from_imagery(sample_scene: Any, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``road-landcover roads IMAGE LINES --model PKG`` = extractroads: probability beside the lines, then lines."""
+    import json
+
+    import rasterio
+
+    from core.cli import main
+
+    pkg = road_package(tmp_path / "pkg")
+    image = crop(sample_scene.image, tmp_path / "img.tif")
+    assert main(["-q", "roads", str(image), str(tmp_path / "r.gpkg"), "--model", str(pkg), "--device", "cpu",
+                 "--min-component-m", "5", "--batch-size", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["edge_count"] >= 1 and Path(out["nodes"]) == tmp_path / "r_nodes.gpkg"
+    with rasterio.open(tmp_path / "r_prob.tif") as prob:
+        assert prob.count == 1 and prob.read(1).max() > 0.99
