@@ -14,6 +14,11 @@ from .errors import core_errors_as_processing
 from .feedback import ProcessingFeedbackAdapter
 
 
+def plain_outputs(results: dict[str, Any]) -> dict[str, Any]:
+    """Numpy scalars as Python numbers: QVariant drops them, and qgis_process then prints empty values."""
+    return {k: v.item() if hasattr(v, "item") and getattr(v, "shape", None) == () else v for k, v in results.items()}
+
+
 class RoadLandcoverAlgorithm(QgsProcessingAlgorithm):
     """Subclasses set the class attributes and implement :meth:`initAlgorithm` and :meth:`run_core`.
 
@@ -54,7 +59,8 @@ class RoadLandcoverAlgorithm(QgsProcessingAlgorithm):
     ) -> dict[str, Any]:
         with core_errors_as_processing(feedback, self.DISPLAY_NAME):
             require(self.REQUIRES, self.DISPLAY_NAME)
-            return self.run_core(parameters, context, feedback, ProcessingFeedbackAdapter(feedback))
+            results = self.run_core(parameters, context, feedback, ProcessingFeedbackAdapter(feedback))
+        return plain_outputs(results)
 
     def run_core(
         self,

@@ -56,7 +56,9 @@ def test_qgis_process_assess_accuracy(tmp_path: Path) -> None:
     _proc, payload = run_algorithm_json("roadlandcover:assessaccuracy", {
         "CLASSIFIED": cls, "REFERENCE": ref, "IGNORE_CLASSES": "0", "OUTPUT_REPORT": tmp_path / "q.json"})
     assert payload is not None, _proc.stdout[-2000:]
-    # (qgis_process 3.22 prints numeric outputs as empty strings in --json mode: read the report itself.)
     assert Path(payload["results"]["OUTPUT_REPORT"]) == tmp_path / "q.json"
+    # Numeric outputs reach qgis_process (numpy scalars would arrive empty: base.plain_outputs converts them).
+    assert payload["results"]["OVERALL_ACCURACY"] == pytest.approx(0.8)
+    assert isinstance(payload["results"]["KAPPA"], float)
     assert json.loads((tmp_path / "q.json").read_text())["overall_accuracy"] == pytest.approx(0.8)
     assert json.loads((tmp_path / "q.json").read_text())["per_class"]["2"]["precision"] == pytest.approx(0.8)
