@@ -8,6 +8,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms import ALGORITHMS
+from .models import shipped_models
 
 PROVIDER_ID = "roadlandcover"
 PROVIDER_NAME = "Road & Land Cover (Deep Learning)"
@@ -30,3 +31,5 @@ class RoadLandcoverProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:
         for alg in ALGORITHMS:
             self.addAlgorithm(alg())
+        for model in shipped_models():  # models/*.model3 -> roadlandcover:<file name>
+            self.addAlgorithm(model)
