@@ -288,6 +288,25 @@ def _evaluate_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
     return 0
 
 
+def _export_onnx_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, help="model package (folder, model.json or zip)")
+    p.add_argument("output", type=Path, help="ONNX file to write (.onnx)")
+    p.add_argument("--tile-size-px", type=int, help="square tile side of the graph (default: the model's)")
+    p.add_argument("--batch-size", type=int, help="fixed batch size (default: dynamic)")
+    p.add_argument("--overlap-percent", type=int, help="Deepness tiles overlap in %% (default 50: our padding)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs torch check")
+
+
+def _export_onnx_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
+    from .onnx_export import OnnxExportConfig, export_onnx
+
+    cfg = OnnxExportConfig(args.model, args.output, args.tile_size_px, args.batch_size, args.overlap_percent,
+                           args.opset, not args.no_verify)
+    print(json.dumps(export_onnx(cfg, fb).to_dict(), indent=2))
+    return 0
+
+
 register("sample", "generate the built-in sample scene (imagery + roads + land cover ground truth)",
          _sample_args, _sample_run)
 register("doctor", "check the Python packages and the compute device", _doctor_args, _doctor_run)
@@ -301,6 +320,8 @@ register("export", "export image and label chips for training (a training folder
 register("roads", "road centerlines and nodes from a road probability/mask raster, or from imagery with --model", _roads_args, _roads_run)
 register("evaluate-roads", "compare road lines with reference lines (APLS, relaxed P/R/F1, pixel IoU)",
          _evaluate_roads_args, _evaluate_roads_run)
+register("export-onnx", "export a model package to ONNX with the metadata the Deepness QGIS plugin reads",
+         _export_onnx_args, _export_onnx_run)
 
 
 def build_parser() -> argparse.ArgumentParser:

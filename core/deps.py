@@ -38,6 +38,8 @@ REQUIREMENTS: dict[str, Requirement] = {
         Requirement("skimage", "scikit-image", "0.21", "scikit-image>=0.21"),
         Requirement("scipy", "scipy", "1.10", "scipy>=1.10"),
         Requirement("torch", "torch", "2.0", "torch>=2.0"),
+        Requirement("onnx", "onnx", "1.14", "onnx>=1.14"),
+        Requirement("onnxruntime", "onnxruntime", "1.15", "onnxruntime>=1.15"),
     )
 }
 
@@ -45,6 +47,8 @@ REQUIREMENTS: dict[str, Requirement] = {
 GEO_STACK = ("numpy", "rasterio", "pyogrio", "shapely", "skimage", "scipy")
 #: What the deep-learning steps (train, classify) need on top.
 DL_STACK = (*GEO_STACK, "torch")
+#: What ONNX export needs (optional extra ``.[onnx]``; not part of the plugin's start-up check).
+ONNX_STACK = ("numpy", "torch", "onnx", "onnxruntime")
 
 
 @dataclasses.dataclass(frozen=True)
