@@ -28,7 +28,7 @@ fi
 
 echo ">> installing Python packages ($TORCH_SPEC)"
 "$VENV/bin/python" -m pip install -q --upgrade "pip>=23" 
-"$VENV/bin/python" -m pip install -q "$TORCH_SPEC" -e ".[test]"
+"$VENV/bin/python" -m pip install -q "$TORCH_SPEC" -e ".[test,onnx]"
 "$VENV/bin/python" - <<'PY'
 import numpy, rasterio, shapely, skimage, torch, pyogrio
 print(f">> ready: numpy {numpy.__version__}, rasterio {rasterio.__version__}, shapely {shapely.__version__}, "
