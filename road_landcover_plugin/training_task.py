@@ -2,8 +2,10 @@
 
 The task starts ``python -m core.train_worker ... --progress-json`` (through :func:`core.train_worker.run_worker`)
 on a QGIS background thread, forwards the worker's progress to the task's progress bar, and emits
-``epochEnded`` for each row of the per-epoch table (the GUI panel with live curves, a later piece,
-connects to it). Canceling the task asks the worker to stop after the current batch; the best epoch so
+``epochEnded`` for each row of the per-epoch table and ``logLine`` for every message; the training panel
+(:mod:`road_landcover_plugin.training_panel`) connects to both to draw its table and live curves. After the
+task ends, :meth:`TrainingTask.per_class_rows` and :meth:`TrainingTask.preview_png` give the final per-class
+metrics and the image | truth | prediction picture the trainer wrote into its report folder. Canceling the task asks the worker to stop after the current batch; the best epoch so
 far is still saved as the model package. Any failure of the worker, including a crash, ends the task
 with an error message; it never takes QGIS down.
 """
@@ -34,6 +36,7 @@ class _TaskFeedback:
     def info(self, message: str) -> None:
         self.task.log.append(message)
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Info)
+        self.task.logLine.emit(message)
         if message.startswith("epoch "):
             row: dict[str, str] = {}
             for part in message[len("epoch "):].replace(" (best)", "").split(", "):
@@ -45,6 +48,7 @@ class _TaskFeedback:
     def warning(self, message: str) -> None:
         self.task.log.append("warning: " + message)
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Warning)
+        self.task.logLine.emit("warning: " + message)
 
 
 class TrainingTask(QgsTask):
@@ -60,6 +64,7 @@ class TrainingTask(QgsTask):
 
     epochEnded = pyqtSignal(dict)  # noqa: N815 (Qt signal naming)
     finishedWithMessage = pyqtSignal(bool, str)  # noqa: N815
+    logLine = pyqtSignal(str)  # noqa: N815
 
     def __init__(self, folder: str | Path, output: str | Path, config: Any, report_dir: str | Path | None = None,
                  python: str | None = None, description: str = "Training deep learning model") -> None:
@@ -94,6 +99,33 @@ class TrainingTask(QgsTask):
         except Exception as exc:  # a task must never raise into QGIS
             self.error = f"{type(exc).__name__}: {exc}"
         return False
+
+    def report_folder(self) -> Path | None:
+        """The report folder (history.csv, metrics, predictions.png), once training has produced one."""
+        if self.result is not None and self.result.get("report_dir"):
+            return Path(str(self.result["report_dir"]))
+        if self.report_dir is not None:
+            return Path(self.report_dir)
+        return None
+
+    def preview_png(self) -> Path | None:
+        """The image | truth | prediction picture of a few validation chips (written when training ends)."""
+        folder = self.report_folder()
+        path = folder / "predictions.png" if folder is not None else None
+        return path if path is not None and path.is_file() else None
+
+    def per_class_rows(self) -> list[dict[str, str]]:
+        """Final per-class metrics: value, name, precision, recall, f1, iou, support_px (strings, as in the CSV)."""
+        import csv
+
+        folder = self.report_folder()
+        table = folder / "metrics_per_class.csv" if folder is not None else None
+        if table is not None and table.is_file():
+            with open(table, newline="", encoding="utf-8") as f:
+                return [dict(row) for row in csv.DictReader(f)]
+        per_class = (self.result or {}).get("metrics", {}).get("per_class", {})
+        return [{"value": str(v), "name": "", **{k: f"{float(m[k]):.4f}" for k in ("precision", "recall", "f1", "iou")},
+                 "support_px": str(m.get("support_px", ""))} for v, m in per_class.items()]
 
     def summary(self) -> str:
         """The message shown when the task ends."""
