@@ -327,11 +327,12 @@ def run_worker(folder: str | Path, output: str | Path, config: Any, feedback: Fe
         elif kind == "error":
             error = event
     code = proc.wait()
-    if proc.stdin is not None:
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
+    for stream in (proc.stdin, proc.stdout):  # both pipes, or Python warns about an unclosed file
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
     if done is not None:
         return done
     if error is not None:
