@@ -7,13 +7,19 @@ Every file or folder is written under a temporary name beside its final place an
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import OutputError, RoadLandcoverError
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# GDAL and SQLite report a full disk in words, without an errno ("Write failed", "disk I/O error").
+_DISK_FULL_WORDS = ("no space left", "disk full", "disk quota", "file too large", "disk i/o error")
+_LOW_SPACE_BYTES = 16 * 1024 * 1024
 
 
 def prepare_output(path: str | Path, overwrite: bool = True) -> Path:
@@ -35,6 +41,23 @@ def _temp_sibling(final: Path) -> Path:
     return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
 
 
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether a write failed because the disk (or quota) is full: by errno, by GDAL's/SQLite's words,
+    or, for the I/O errors that say neither, by the space left in ``folder`` at the time of the failure."""
+    if isinstance(exc, RoadLandcoverError) or not isinstance(exc, Exception):
+        return False
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        return True
+    if any(w in str(exc).lower() for w in _DISK_FULL_WORDS):
+        return True
+    if isinstance(exc, (OSError, RuntimeError)):
+        try:
+            return shutil.disk_usage(folder).free < _LOW_SPACE_BYTES
+        except OSError:
+            return False
+    return False
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -54,8 +77,14 @@ def atomic_output(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = _temp_sibling(final)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_full(exc, final.parent)
         _remove(tmp)
+        if full:
+            raise OutputError(
+                f"writing {final} failed because the disk is full ({exc}); free some space or choose an output "
+                "on another disk, then run again (nothing was written under that name)"
+            ) from exc
         raise
     if not tmp.exists():
         raise OutputError(f"internal error: nothing was written for {final}")
@@ -70,3 +99,14 @@ def atomic_output(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     except OSError as exc:
         _remove(tmp)
         raise OutputError(f"could not move the finished output into place at {final}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: str | Path, overwrite: bool = True) -> Iterator[tuple[Path, ...]]:
+    """Temporary paths for outputs that belong together (lines + nodes, a report and its tables).
+
+    None of them is renamed into place unless the whole block succeeds, so a failure never leaves
+    one half of a set that reads as a finished result.
+    """
+    with contextlib.ExitStack() as stack:
+        yield tuple(stack.enter_context(atomic_output(p, overwrite)) for p in paths)
