@@ -114,6 +114,14 @@ def safe_extract(zip_path: str | Path, target: str | Path) -> Path:
     return target
 
 
+def _starts_like_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
 def _resolve_folder(path: Path, workdir: Path) -> Path:
     if path.is_dir():
         return path
@@ -127,6 +135,9 @@ def _resolve_folder(path: Path, workdir: Path) -> Path:
         return inner[0].parent
     if not path.exists():
         raise ModelPackageError(f"model package {path} does not exist; pass the folder or zip written by training")
+    if path.suffix.lower() == ".zip" or _starts_like_zip(path):
+        raise ModelPackageError(f"{path} is not a readable zip file (truncated or corrupt); re-export or re-download "
+                                "the model package")
     raise ModelPackageError(f"{path} is neither a model package folder nor a zip; pass the output of training")
 
 
