@@ -38,7 +38,7 @@ import numpy as np
 
 from .config import StepConfig, require
 from .errors import ConfigError, LabelError
-from .outputs import atomic_output
+from .outputs import atomic_outputs
 from .progress import Feedback, NullFeedback, check_canceled
 
 #: Keys of the evaluation report that other steps and users rely on.
@@ -584,18 +584,18 @@ def evaluate_roads(
     }
     out = Path(output_report)
     csv_path, png_path = out.with_suffix(".csv"), out.with_suffix(".png")
-    with atomic_output(png_path) as tmp:
-        _write_overlay_png(tmp, ref_mask, prop_mask)
-    with atomic_output(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["metric", "value"])
-        for key, value in report.items():
-            if isinstance(value, (int, float)):
-                writer.writerow([key, value])
-        for key, value in report["parameters"].items():
-            writer.writerow([f"parameter:{key}", value])
-    with atomic_output(out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    # One report in three files: none is put in place unless all three were written.
+    with atomic_outputs(png_path, csv_path, out) as (png_tmp, csv_tmp, json_tmp):
+        _write_overlay_png(png_tmp, ref_mask, prop_mask)
+        with open(csv_tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["metric", "value"])
+            for key, value in report.items():
+                if isinstance(value, (int, float)):
+                    writer.writerow([key, value])
+            for key, value in report["parameters"].items():
+                writer.writerow([f"parameter:{key}", value])
+        json_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     fb.set_progress(100)
     fb.info(format_report(report))
     return report

@@ -433,6 +433,7 @@ def write_road_layers(graph: RoadGraph, facts: dict[str, Any], lines_path: str |
     """Write the lines and nodes layers (format from the extension) with ``.qml`` styles beside them."""
     import shapely
 
+    from .outputs import atomic_outputs
     from .vectors import write_vector
 
     crs = facts["crs"]
@@ -440,21 +441,23 @@ def write_road_layers(graph: RoadGraph, facts: dict[str, Any], lines_path: str |
     lengths = line_lengths_m(lines_xy, crs)
     edges = list(graph.edges.values())
     crs_text = crs.to_wkt()
-    write_vector(
-        lines_path, [shapely.linestrings(xy) for xy in lines_xy],
-        {"edge_id": np.arange(1, len(edges) + 1, dtype=np.int32),
-         "from_node": np.array([node_ids[e.u] for e in edges], dtype=np.int32),
-         "to_node": np.array([node_ids[e.v] for e in edges], dtype=np.int32),
-         "length_m": np.round(lengths, 3)},
-        crs=crs_text, layer=LINES_LAYER, geometry_type="LineString", overwrite=overwrite,
-    )
     degrees = np.array([graph.degree(n) for n in nodes_sorted], dtype=np.int32)
     kinds = np.array(["end" if d == 1 else "junction" if d >= 3 else "loop" for d in degrees.tolist()], dtype=object)
-    write_vector(
-        nodes_path, list(shapely.points(node_map)) if len(node_map) else [],
-        {"node_id": np.arange(1, len(nodes_sorted) + 1, dtype=np.int32), "degree": degrees, "kind": kinds},
-        crs=crs_text, layer=NODES_LAYER, geometry_type="Point", overwrite=overwrite,
-    )
+    # Lines and nodes are one result: neither is put in place unless both were written.
+    with atomic_outputs(lines_path, nodes_path, overwrite=overwrite) as (lines_tmp, nodes_tmp):
+        write_vector(
+            lines_tmp, [shapely.linestrings(xy) for xy in lines_xy],
+            {"edge_id": np.arange(1, len(edges) + 1, dtype=np.int32),
+             "from_node": np.array([node_ids[e.u] for e in edges], dtype=np.int32),
+             "to_node": np.array([node_ids[e.v] for e in edges], dtype=np.int32),
+             "length_m": np.round(lengths, 3)},
+            crs=crs_text, layer=LINES_LAYER, geometry_type="LineString",
+        )
+        write_vector(
+            nodes_tmp, list(shapely.points(node_map)) if len(node_map) else [],
+            {"node_id": np.arange(1, len(nodes_sorted) + 1, dtype=np.int32), "degree": degrees, "kind": kinds},
+            crs=crs_text, layer=NODES_LAYER, geometry_type="Point",
+        )
     Path(lines_path).with_suffix(".qml").write_text(LINES_QML, encoding="utf-8")
     Path(nodes_path).with_suffix(".qml").write_text(NODES_QML, encoding="utf-8")
     return (len(edges), len(nodes_sorted), int((degrees >= 3).sum()), int((degrees == 1).sum()),
@@ -539,12 +542,18 @@ def extract_roads(
     from .model_package import read_definition
 
     fb = feedback or NullFeedback()
-    if Path(model).suffix.lower() == ".zip":
+    if Path(model).suffix.lower() == ".zip" and Path(model).is_file():
         import zipfile
 
-        with zipfile.ZipFile(model) as zf:
-            names = [n for n in zf.namelist() if n.endswith("model.json")]
-            task = json.loads(zf.read(names[0])).get("task") if len(names) == 1 else "roads"
+        try:
+            with zipfile.ZipFile(model) as zf:
+                names = [n for n in zf.namelist() if n.endswith("model.json")]
+                task = json.loads(zf.read(names[0])).get("task") if len(names) == 1 else "roads"
+        except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+            raise ModelPackageError(f"{model} is not a readable zip file (truncated or corrupt: {exc}); re-export or "
+                                    "re-download the model package") from exc
+    elif Path(model).suffix.lower() == ".zip":
+        raise ModelPackageError(f"model package {model} does not exist; pass the folder or zip written by training")
     else:
         task = read_definition(model).get("task")
     if task != "roads":
