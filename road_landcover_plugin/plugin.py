@@ -84,6 +84,7 @@ class RoadLandcoverPlugin:
         check.triggered.connect(self.show_dependencies)
         self._add(check, toolbar=False)
         self._warn_missing_dependencies()
+        self._warm_up_geo_stack()
 
     def _add(self, action: QAction, toolbar: bool) -> None:
         self.iface.addPluginToMenu(MENU, action)
@@ -179,6 +180,26 @@ class RoadLandcoverPlugin:
         button.clicked.connect(self.show_dependencies)
         widget.layout().addWidget(button)
         bar.pushWidget(widget, Qgis.Warning, 0)
+
+    @staticmethod
+    def _warm_up_geo_stack() -> None:
+        """Import pyogrio and rasterio once on the main thread.
+
+        Their wheels bundle GDAL and PROJ and check their data files when first imported; inside the QGIS desktop
+        that check failed when the first import happened in Processing's background thread ("Could not correctly
+        detect GDAL data files installed by pyogrio wheel"), so an algorithm run from a dialog reported pyogrio as
+        missing. Imported here first, it works in every thread. Cheap (well under a second); torch is not touched.
+        """
+        import importlib
+
+        for name in ("pyogrio", "rasterio"):
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # missing or broken: the dependency message and dialog say what to do
+                from qgis.core import QgsMessageLog
+
+                QgsMessageLog.logMessage(f"{name} could not be imported: {type(exc).__name__}: {exc}",
+                                         "Road & Land Cover", Qgis.Warning)
 
     def show_dependencies(self) -> Any:
         """The dependency dialog (non-modal): status, CUDA, torch build choice, Install with live pip output."""

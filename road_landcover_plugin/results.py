@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    Qgis,
     QgsColorRampShader,
     QgsFillSymbol,
     QgsLayerTreeGroup,
     QgsLineSymbol,
     QgsMapLayer,
     QgsMarkerSymbol,
+    QgsMessageLog,
     QgsPalettedRasterRenderer,
     QgsProject,
     QgsRasterLayer,
@@ -231,6 +233,9 @@ def add_results_group(project: QgsProject, step: str, outputs: Mapping[str, Any]
             layer = _load(value, kind, name)
             if layer is not None:
                 picked.append((layer, kind, False))
+            else:
+                QgsMessageLog.logMessage(f"could not open the {name} output {value}", "Road & Land Cover",
+                                         Qgis.Warning)
     if not picked:
         return None
     group = root.insertGroup(0, group_name(step, when))
