@@ -27,7 +27,7 @@ import numpy as np
 from .config import StepConfig, require
 from .errors import LabelError, RasterReadError
 from .metrics import AccuracyMetrics, ConfusionAccumulator, metrics_from_confusion
-from .outputs import atomic_output
+from .outputs import atomic_outputs
 from .progress import Feedback, NullFeedback, check_canceled
 
 BLOCK_ROWS = 512
@@ -115,10 +115,20 @@ def _reference_polygons(config: AccuracyConfig, crs: Any) -> tuple[list[Any], np
         raise LabelError(
             f"{config.reference} has no field {config.class_field!r}; its fields are {', '.join(vec.attributes) or 'none'}"
         )
+    raw = np.asarray(vec.attributes[config.class_field])
     try:
-        values = np.asarray(vec.attributes[config.class_field]).astype(np.int64)
+        # Nulls arrive as None (text fields) or NaN (numeric fields); casting NaN to int would invent a class.
+        numbers = np.array([np.nan if v is None or str(v).strip() == "" else float(v) for v in raw], dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise LabelError(f"field {config.class_field!r} of {config.reference} must hold integer class values") from exc
+    empty = int(np.isnan(numbers).sum())
+    if empty:
+        raise LabelError(f"field {config.class_field!r} of {config.reference} is empty in {empty} feature(s); "
+                         "fill in their class values or delete those features")
+    if not np.all(numbers == np.round(numbers)):
+        raise LabelError(f"field {config.class_field!r} of {config.reference} must hold integer class values "
+                         f"(found {numbers[numbers != np.round(numbers)][0]})")
+    values = numbers.astype(np.int64)
     geoms = vec.geometries
     if not geoms:
         raise LabelError(f"{config.reference} holds no features; nothing to assess against")
@@ -237,16 +247,6 @@ def _write_reports(config: AccuracyConfig, metrics: AccuracyMetrics, names: dict
     body["reference"] = str(config.reference)
     body["class_field"] = config.class_field
     label = [names.get(c, f"class {c}") for c in metrics.classes]
-    with atomic_output(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["class_value", "class_name", "precision", "recall", "f1", "iou", "support", "predicted"])
-        for (v, m), name in zip(metrics.per_class.items(), label):
-            w.writerow([v, name, _fmt(m.precision), _fmt(m.recall), _fmt(m.f1), _fmt(m.iou), m.support, m.predicted])
-    with atomic_output(confusion_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["reference \\ prediction", *[str(c) for c in metrics.classes], "other"])
-        for c, row in zip([*[str(c) for c in metrics.classes], "other"], metrics.matrix.tolist()):
-            w.writerow([c, *row])
     rows = "\n".join(
         f"<tr><td>{v}</td><td>{html.escape(name)}</td><td>{_fmt(m.precision)}</td><td>{_fmt(m.recall)}</td>"
         f"<td>{_fmt(m.f1)}</td><td>{_fmt(m.iou)}</td><td>{m.support}</td></tr>"
@@ -274,8 +274,20 @@ Evaluated pixels: {metrics.evaluated_pixels}; ignored classes: {', '.join(map(st
 {matrix_rows}
 </table></body></html>
 """
-    with atomic_output(html_path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    with atomic_output(report_path) as tmp:
-        tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    # One report in four files: none is put in place unless all four were written.
+    with atomic_outputs(csv_path, confusion_path, html_path, report_path) as (csv_tmp, confusion_tmp, html_tmp,
+                                                                               report_tmp):
+        with open(csv_tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["class_value", "class_name", "precision", "recall", "f1", "iou", "support", "predicted"])
+            for (v, m), name in zip(metrics.per_class.items(), label):
+                w.writerow([v, name, _fmt(m.precision), _fmt(m.recall), _fmt(m.f1), _fmt(m.iou), m.support,
+                            m.predicted])
+        with open(confusion_tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["reference \\ prediction", *[str(c) for c in metrics.classes], "other"])
+            for c, row in zip([*[str(c) for c in metrics.classes], "other"], metrics.matrix.tolist()):
+                w.writerow([c, *row])
+        html_tmp.write_text(page, encoding="utf-8")
+        report_tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
     return AccuracyResult(metrics, report_path, csv_path, confusion_path, html_path, names, body)
