@@ -98,7 +98,11 @@ class TrainingChart(QWidget):
         if x1 == x0:
             x0, x1 = x0 - 0.5, x1 + 0.5
         losses = [v for k, pts in data.items() if SERIES[k][1] == "loss" for _, v in pts]
-        lmax = max(losses) * 1.05 if losses and max(losses) > 0 else 1.0
+        lmax = max(losses) if losses and max(losses) > 0 else 1.0
+        if len(losses) >= 3:  # one diverging validation epoch must not flatten every other point: clip it
+            typical = sorted(losses)[len(losses) // 2]
+            lmax = min(lmax, 4 * typical) if typical > 0 else lmax
+        lmax *= 1.05
         # axis labels and grid
         p.setPen(QColor("#444444"))
         for i in range(5):
@@ -230,6 +234,7 @@ class TrainingPanel(QDockWidget):
         self.table.verticalHeader().setVisible(False)
         split.addWidget(self.chart)
         split.addWidget(self.table)
+        split.setSizes([220, 160])
         self.tabs.addTab(split, "Epochs")
         self.classes = QTableWidget(0, len(CLASS_COLUMNS))
         self.classes.setHorizontalHeaderLabels(list(CLASS_COLUMNS))

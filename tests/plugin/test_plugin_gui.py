@@ -125,4 +125,4 @@ def test_workflow_in_the_desktop(sample_scene: Any, training_folder: Path, tmp_p
     renderers = {Path(layer["source"]).name: layer["renderer"] for layer in s["layers"]}
     assert renderers == {"road_centerlines.gpkg": "singleSymbol", "landcover_polygons.gpkg": "categorizedSymbol",
                          "landcover_classes.tif": "paletted", "road_mask.tif": "paletted",
-                         "scene.tif": "multibandcolor"}
+                         "scene.tif": "multibandcolor"}, data.get("log")
