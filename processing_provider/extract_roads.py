@@ -65,7 +65,7 @@ class ExtractRoadsAlgorithm(VectorizeRoadsAlgorithm):
     def run_core(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback,
                  core_feedback: ProcessingFeedbackAdapter) -> dict[str, Any]:
         from core.errors import ConfigError
-        from core.roads import VectorizeConfig, extract_roads
+        from core.roads import extract_roads
 
         from .layers import raster_layer_path
 
@@ -75,17 +75,7 @@ class ExtractRoadsAlgorithm(VectorizeRoadsAlgorithm):
         model = self.parameterAsFile(parameters, "MODEL", context)
         if not model:
             raise ConfigError("choose the road model package (model.json of its folder, or the zip)")
-        cfg = VectorizeConfig(
-            threshold=self.parameterAsDouble(parameters, "THRESHOLD", context),
-            min_spur_m=self.parameterAsDouble(parameters, "MIN_SPUR_M", context),
-            max_gap_m=self.parameterAsDouble(parameters, "MAX_GAP_M", context),
-            max_gap_angle_deg=self.parameterAsDouble(parameters, "MAX_GAP_ANGLE", context),
-            min_component_m=self.parameterAsDouble(parameters, "MIN_COMPONENT_M", context),
-            simplify_m=self.parameterAsDouble(parameters, "SIMPLIFY_M", context),
-            min_blob_area_m2=self.parameterAsDouble(parameters, "MIN_BLOB_AREA_M2", context),
-            max_hole_area_m2=self.parameterAsDouble(parameters, "MAX_HOLE_AREA_M2", context),
-            block_size_px=self.parameterAsInt(parameters, "BLOCK_SIZE", context),
-        )
+        cfg = self.vectorize_config(parameters, context)
         cell = self.parameterAsDouble(parameters, "CELL_SIZE", context)
         padding = self.parameterAsInt(parameters, "PADDING", context)
         probability = self.parameterAsOutputLayer(parameters, "OUTPUT_PROBABILITY", context)

@@ -142,9 +142,27 @@ class VectorizeRoadsAlgorithm(RoadLandcoverAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("JUNCTION_COUNT", self.tr("Number of junctions")))
         self.addOutput(QgsProcessingOutputNumber("TOTAL_LENGTH_M", self.tr("Total road length (metres)")))
 
+    def vectorize_config(self, parameters: dict[str, Any], context: QgsProcessingContext) -> Any:
+        """The vectorization parameters (shared with Extract roads, which has no BAND: band 1)."""
+        from core.roads import VectorizeConfig
+
+        has_band = self.parameterDefinition("BAND") is not None
+        return VectorizeConfig(
+            threshold=self.parameterAsDouble(parameters, "THRESHOLD", context),
+            min_spur_m=self.parameterAsDouble(parameters, "MIN_SPUR_M", context),
+            max_gap_m=self.parameterAsDouble(parameters, "MAX_GAP_M", context),
+            max_gap_angle_deg=self.parameterAsDouble(parameters, "MAX_GAP_ANGLE", context),
+            min_component_m=self.parameterAsDouble(parameters, "MIN_COMPONENT_M", context),
+            simplify_m=self.parameterAsDouble(parameters, "SIMPLIFY_M", context),
+            min_blob_area_m2=self.parameterAsDouble(parameters, "MIN_BLOB_AREA_M2", context),
+            max_hole_area_m2=self.parameterAsDouble(parameters, "MAX_HOLE_AREA_M2", context),
+            band=max(1, self.parameterAsInt(parameters, "BAND", context)) if has_band else 1,
+            block_size_px=self.parameterAsInt(parameters, "BLOCK_SIZE", context),
+        )
+
     def run_core(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback,
                  core_feedback: ProcessingFeedbackAdapter) -> dict[str, Any]:
-        from core.roads import VectorizeConfig, vectorize_roads
+        from core.roads import vectorize_roads
 
         from .layers import raster_layer_path
 
@@ -154,18 +172,7 @@ class VectorizeRoadsAlgorithm(RoadLandcoverAlgorithm):
 
             raise ConfigError("the road raster could not be loaded; choose a raster layer or file")
         raster = raster_layer_path(layer, context, feedback)
-        cfg = VectorizeConfig(
-            threshold=self.parameterAsDouble(parameters, "THRESHOLD", context),
-            min_spur_m=self.parameterAsDouble(parameters, "MIN_SPUR_M", context),
-            max_gap_m=self.parameterAsDouble(parameters, "MAX_GAP_M", context),
-            max_gap_angle_deg=self.parameterAsDouble(parameters, "MAX_GAP_ANGLE", context),
-            min_component_m=self.parameterAsDouble(parameters, "MIN_COMPONENT_M", context),
-            simplify_m=self.parameterAsDouble(parameters, "SIMPLIFY_M", context),
-            min_blob_area_m2=self.parameterAsDouble(parameters, "MIN_BLOB_AREA_M2", context),
-            max_hole_area_m2=self.parameterAsDouble(parameters, "MAX_HOLE_AREA_M2", context),
-            band=max(1, self.parameterAsInt(parameters, "BAND", context)),
-            block_size_px=self.parameterAsInt(parameters, "BLOCK_SIZE", context),
-        )
+        cfg = self.vectorize_config(parameters, context)
         lines_path = file_output(self, parameters, "OUTPUT_LINES", context)
         nodes_path = file_output(self, parameters, "OUTPUT_NODES", context)
         result = vectorize_roads(raster, lines_path, nodes_path, cfg, core_feedback)
