@@ -35,6 +35,8 @@ MERGES = ("mean", "max")
 class PalettedStyler(QgsProcessingLayerPostProcessorInterface):
     """Gives the loaded classified layer the package's class colours and names (paletted renderer)."""
 
+    alive: list[PalettedStyler] = []  # post-processors must outlive the algorithm run (see run_core)
+
     def __init__(self, classes: list[tuple[int, str, str]]) -> None:
         super().__init__()
         self.classes = classes
@@ -177,8 +179,11 @@ class ClassifyPixelsAlgorithm(RoadLandcoverAlgorithm):
         result = classify_pixels(cfg, core_feedback)
         classes = [(c.value, c.name, c.color) for c in result.classes]
         if context.willLoadLayerOnCompletion(out):
-            self._styler = PalettedStyler(classes)  # kept alive: QGIS holds only a pointer
-            context.layerToLoadOnCompletionDetails(out).setPostProcessor(self._styler)
+            # QGIS holds only a pointer and calls it after run() has deleted this (copied) algorithm, as the
+            # dialog and the batch dialog do: keep the styler alive at class level, as StyleFromQml does.
+            styler = PalettedStyler(classes)
+            PalettedStyler.alive.append(styler)
+            context.layerToLoadOnCompletionDetails(out).setPostProcessor(styler)
         return {
             "OUTPUT_CLASSIFIED": str(result.output_classified),
             "OUTPUT_PROBABILITY": str(result.output_probability) if result.output_probability else None,
