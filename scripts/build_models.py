@@ -201,15 +201,14 @@ def roads_model() -> Any:
         "TILE_SIZE_X": ("input", "TILE_SIZE"), "TILE_SIZE_Y": ("input", "TILE_SIZE"),
         "STRIDE_X": ("expr", "@TILE_SIZE / 2"), "STRIDE_Y": ("expr", "@TILE_SIZE / 2"),
         "OUTPUT_NOFEATURE_TILES": 1,
-    }, {"OUTPUT_FOLDER": ("TRAINING_FOLDER", "Training folder")})
+    })
     b.add_child("train", "roadlandcover:trainmodel", "Train the road model (LinkNet)", 1, {
         "TRAINING_FOLDER": ("child", "export", "OUTPUT_FOLDER"), "MODEL": 1, **training_sources(),
     }, {"OUTPUT_MODEL": ("MODEL", "Road model package")})
     b.add_child("extract", "roadlandcover:extractroads", "Extract road centerlines", 2, {
         "INPUT_RASTER": ("input", "TEST_IMAGERY"), "MODEL": ("child", "train", "OUTPUT_MODEL"),
         "DEVICE": ("input", "DEVICE"),
-    }, {"OUTPUT_LINES": ("ROAD_LINES", "Road lines"), "OUTPUT_NODES": ("ROAD_JUNCTIONS", "Road junctions and ends"),
-        "OUTPUT_PROBABILITY": ("ROAD_PROBABILITY", "Road probability")})
+    }, {"OUTPUT_LINES": ("ROAD_LINES", "Road lines")})
     b.add_child("evaluate", "roadlandcover:evaluateroads", "Evaluate against the reference (APLS)", 3, {
         "PREDICTED": ("child", "extract", "OUTPUT_LINES"), "REFERENCE": ("input", "TEST_CENTERLINES"),
     }, {"OUTPUT_REPORT": ("REPORT", "Road report (JSON)")})
@@ -255,7 +254,7 @@ def landcover_model() -> Any:
         "CLASS_FIELD": ("input", "CLASS_FIELD"), "CLASS_NAME_FIELD": ("input", "CLASS_NAME_FIELD"),
         "LABEL_MODE": 0, "TILE_SIZE_X": ("input", "TILE_SIZE"), "TILE_SIZE_Y": ("input", "TILE_SIZE"),
         "STRIDE_X": ("input", "TILE_SIZE"), "STRIDE_Y": ("input", "TILE_SIZE"),
-    }, {"OUTPUT_FOLDER": ("TRAINING_FOLDER", "Training folder")})
+    })
     b.add_child("train", "roadlandcover:trainmodel", "Train the land-cover model (U-Net)", 1, {
         "TRAINING_FOLDER": ("child", "export", "OUTPUT_FOLDER"), "MODEL": 0, **training_sources(),
     }, {"OUTPUT_MODEL": ("MODEL", "Land-cover model package")})
