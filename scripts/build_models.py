@@ -7,6 +7,7 @@ would save, and rebuilding them after an algorithm changes is one command:
 
     .venv/bin/python scripts/build_models.py            # writes processing_provider/models/
     .venv/bin/python scripts/build_models.py --check    # fails when the committed files are stale
+    .venv/bin/python scripts/build_models.py --screenshots docs/img   # + modeler_<id>.png
 
 The file name is the algorithm id inside the provider: ``roadsfromcenterlines.model3`` runs as
 ``roadlandcover:roadsfromcenterlines`` (see ``processing_provider/models.py``).
@@ -31,7 +32,7 @@ GROUP = "Workflows (graphical models)"
 GROUP_ID = "workflows"
 
 
-def start_qgis() -> Any:
+def start_qgis(gui: bool = False) -> Any:
     """A headless QgsApplication with Processing and this provider, so child algorithms resolve."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
@@ -40,7 +41,7 @@ def start_qgis() -> Any:
     from qgis.core import QgsApplication
 
     QgsApplication.setPrefixPath("/usr", True)
-    app = QgsApplication([], False)
+    app = QgsApplication([], gui)
     app.initQgis()
     sys.path.append("/usr/share/qgis/python/plugins")
     from processing.core.Processing import Processing
@@ -94,7 +95,8 @@ class ModelBuilder:
         child = QgsProcessingModelChildAlgorithm(alg_id)
         child.setChildId(child_id)
         child.setDescription(description)
-        child.setPosition(QPointF(460, 260 + 130 * row))
+        top = 60 + 70 * ((self._inputs + 3) // 4) + 40  # below the rows of inputs
+        child.setPosition(QPointF(460, top + 130 * row))
         for name, value in sources.items():
             if isinstance(value, tuple) and value[0] == "input":
                 source = Source.fromModelParameter(value[1])
@@ -123,7 +125,7 @@ class ModelBuilder:
             out.setChildId(child_id)
             out.setChildOutputName(output)
             out.setMandatory(False)
-            out.setPosition(QPointF(760, 260 + 130 * row + 40 * i))
+            out.setPosition(QPointF(760, top + 130 * row + 40 * i))
             model_outputs[name] = out
         child.setModelOutputs(model_outputs)
         if child_id in self.model.childAlgorithms():
@@ -291,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the shipped Processing graphical models.")
     parser.add_argument("--output", type=Path, default=MODELS_DIR)
     parser.add_argument("--check", action="store_true", help="fail when the files in --output are out of date")
+    parser.add_argument("--screenshots", type=Path, help="also save each model, opened in the modeler, as DIR/<id>.png")
     args = parser.parse_args(argv)
-    _app = start_qgis()
+    app = start_qgis(gui=args.screenshots is not None)
     args.output.mkdir(parents=True, exist_ok=True)
     stale = []
     for alg_name, build in MODELS.items():
@@ -315,7 +318,30 @@ def main(argv: list[str] | None = None) -> int:
     if stale:
         print("out of date (run scripts/build_models.py): " + ", ".join(stale), file=sys.stderr)
         return 1
+    if args.screenshots:
+        screenshots(app[0], args.output, args.screenshots)
     return 0
+
+
+def screenshots(app: Any, models_dir: Path, folder: Path) -> None:
+    """The models as the graphical modeler shows them (for docs/modeler.md)."""
+    from processing.modeler.ModelerDialog import ModelerDialog
+    from qgis.PyQt.QtCore import QSize
+
+    from processing_provider.models import ShippedModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(models_dir.glob("*.model3")):
+        dialog = ModelerDialog.create(ShippedModel(path))
+        dialog.resize(QSize(1400, 1000))
+        dialog.show()
+        for _ in range(20):
+            app.processEvents()
+        target = folder / f"modeler_{path.stem}.png"
+        if not dialog.grab().save(str(target)):
+            raise SystemExit(f"could not save {target}")
+        dialog.close()
+        print(f"wrote {target}")
 
 
 if __name__ == "__main__":
