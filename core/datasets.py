@@ -254,6 +254,14 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def augment_state(self) -> str:
+        """The augmentation generator's state as JSON text, for checkpoints (a resumed run continues the stream)."""
+        return json.dumps(self.rng.bit_generator.state)
+
+    def set_augment_state(self, state: str) -> None:
+        """Restore a state from :meth:`augment_state`."""
+        self.rng.bit_generator.state = json.loads(state)
+
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         name = self.tf.names[i]
         image = _read(self.tf.folder / "images" / name)
@@ -295,6 +303,19 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         gain = rng.uniform(0.9, 1.1, size=(x.shape[0], 1, 1)).astype(np.float32)
         bias = rng.uniform(-0.1, 0.1, size=(x.shape[0], 1, 1)).astype(np.float32)
         return x * gain + bias, label, orient
+
+
+def seed_augmentation_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker process its own augmentation stream.
+
+    Every worker receives a copy of the dataset, generator state included; without this all workers
+    would draw the same flips and jitter, and (workers being restarted every epoch) the same ones every
+    epoch. torch seeds each worker with ``base_seed + worker_id``, ``base_seed`` drawn from the loader's
+    generator, so the streams are distinct, and repeatable for a seeded loader (which resume relies on).
+    """
+    info = torch.utils.data.get_worker_info()
+    if info is not None and isinstance(info.dataset, ChipDataset):
+        info.dataset.rng = np.random.default_rng(torch.initial_seed() % 2**63)
 
 
 def class_pixel_counts(ds: ChipDataset, classes: int) -> np.ndarray:

@@ -72,6 +72,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="metric for the best checkpoint and early stopping (auto: miou, road_iou for roads)")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0 = off)")
     p.add_argument("--resume-from", default="", help="checkpoint_last.pt to resume, or a model package to fine-tune")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the report folder's checkpoint_last.pt when there is one (after a crash, a "
+                        "kill or a cancel; same seed and settings give the same model as an uninterrupted run), "
+                        "else start fresh: the same command can simply be run again")
     p.add_argument("--no-mixed-precision", action="store_true", help="train in float32 on CUDA too")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
     p.add_argument("--seed", type=int, default=42, help="seed of split, initialisation, augmentation (default 42)")
@@ -84,18 +88,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from .training import TrainConfig
+    from .training import TrainConfig, default_report_dir
 
     try:
         ignore = tuple(int(v) for v in str(args.ignore_classes).replace(" ", "").split(",") if v)
     except ValueError as exc:
         raise ConfigError(f"ignore classes must be comma-separated integers, got {args.ignore_classes!r}") from exc
+    resume_from = str(args.resume_from or "")
+    if getattr(args, "resume", False) and not resume_from:
+        last = Path(args.report_dir or default_report_dir(args.output)) / "checkpoint_last.pt"
+        resume_from = str(last) if last.is_file() else ""
     return TrainConfig(
         model=args.model, encoder=args.encoder, base_width=args.base_width, pretrained=args.pretrained,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         weight_decay=args.weight_decay, val_percent=args.val_percent, val_split=args.val_split,
         ignore_classes=ignore, class_weights=args.class_weights, loss=args.loss, monitor=args.monitor,
-        patience=args.patience, resume_from=args.resume_from, mixed_precision=not args.no_mixed_precision,
+        patience=args.patience, resume_from=resume_from, mixed_precision=not args.no_mixed_precision,
         device=args.device, seed=args.seed, num_workers=args.num_workers, augment=not args.no_augment,
     )
 
@@ -133,6 +141,7 @@ class _WorkerFeedback:
         self.rank0 = rank0
         self.canceled = threading.Event()
         self._last = 0.0
+        self._last_percent = -1.0
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         if self.rank0:
@@ -140,9 +149,10 @@ class _WorkerFeedback:
             print(line, file=self.stream, flush=True)
 
     def set_progress(self, percent: float) -> None:
+        # Every half second, and on every whole percent, so short epochs still show (and can be told) apart.
         now = time.monotonic()
-        if now - self._last >= 0.5 or percent >= 100:
-            self._last = now
+        if now - self._last >= 0.5 or percent >= 100 or percent - self._last_percent >= 1.0:
+            self._last, self._last_percent = now, float(percent)
             self.emit("progress", {"percent": round(float(percent), 2)})
 
     def is_canceled(self) -> bool:

@@ -41,6 +41,7 @@ from .datasets import (
     class_pixel_counts,
     label_mapping,
     open_training_folder,
+    seed_augmentation_worker,
     split_chips,
 )
 from .errors import CanceledError, ConfigError, ModelPackageError
@@ -145,6 +146,35 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- helpers
+
+CHECKPOINT_VERSION = 2
+# Settings that decide what the next epoch does: resuming with another value cannot reproduce the straight run.
+_RESUME_SENSITIVE = ("model", "encoder", "base_width", "epochs", "batch_size", "learning_rate", "weight_decay",
+                     "val_percent", "val_split", "ignore_classes", "class_weights", "loss", "seed", "augment",
+                     "orientation_weight", "mixed_precision")
+
+
+def default_report_dir(output: str | Path) -> Path:
+    """Where checkpoints and reports go when no report folder is given: ``<output stem>_training`` beside it."""
+    out = Path(output)
+    return out.with_name(out.stem + "_training")
+
+
+def _save_file_atomically(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary sibling, then one ``os.replace``.
+
+    A process killed at any instant (SIGKILL, power loss) leaves either the previous checkpoint or the
+    new one under ``path``, never none and never a torn file; a leftover ``.partial`` file is harmless.
+    """
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -279,7 +309,7 @@ class Trainer:
         self.fb = feedback or NullFeedback()
         self.events = events
         self.output = Path(output)
-        self.report_dir = Path(report_dir) if report_dir else self.output.with_name(self.output.stem + "_training")
+        self.report_dir = Path(report_dir) if report_dir else default_report_dir(self.output)
         self.tf: TrainingFolder = open_training_folder(folder)
         self.dist = _init_distributed(config.device)
 
@@ -367,6 +397,16 @@ class Trainer:
                                   f"width {self.cfg.base_width}: {str(exc).splitlines()[0]}") from exc
             if "optimizer" in ckpt:
                 self.optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+            rng = ckpt.get("rng") or {}
+            if isinstance(rng.get("augment"), str):
+                self.train_ds.set_augment_state(rng["augment"])
+            if isinstance(rng.get("torch"), torch.Tensor):
+                torch.set_rng_state(rng["torch"])
+            if isinstance(rng.get("cuda"), torch.Tensor) and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+            self._warn_resume_differences(src, ckpt.get("config") or {})
             self.start_epoch = int(ckpt.get("epoch", 0))
             self.history = list(ckpt.get("history", []))
             self.best_metric = float(ckpt.get("best_metric", self.best_metric))
@@ -391,6 +431,16 @@ class Trainer:
                               "choose the same architecture, encoder, width, bands and classes") from exc
         self.info(f"initialised from model package {src} (fine-tuning)")
 
+    def _warn_resume_differences(self, src: Path, saved: dict[str, Any]) -> None:
+        """Say which settings differ from the run that wrote the checkpoint (the result will then differ too)."""
+        now = self.cfg.to_dict()
+        changed = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in _RESUME_SENSITIVE
+                   if k in saved and k in now and _plain(saved[k]) != _plain(now[k])]
+        if changed and self.dist.main:
+            message = (f"resuming {src} with other settings than the run that wrote it ({'; '.join(changed)}): "
+                       "training continues, but will not end where the uninterrupted run would have")
+            self.fb.warning(message)
+
     # ---------------------------------------------------------------- loops
     def _loader(self, ds: ChipDataset, batch_size: int, train: bool, epoch: int = 0) -> DataLoader[Any]:
         sampler: Any = None
@@ -405,7 +455,8 @@ class Trainer:
         return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                           drop_last=train and len(ds) > batch_size and sampler is None, generator=gen,
                           num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
+                          persistent_workers=False,
+                          worker_init_fn=seed_augmentation_worker if self.cfg.num_workers > 0 else None)
 
     def compute_loss(self, out: Any, y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         if self.multi:
@@ -509,12 +560,22 @@ class Trainer:
         self.report_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         if improved:
-            with atomic_output(self.report_dir / "checkpoint_best.pt") as tmp:
-                torch.save({"model": state, "epoch": epoch, "metric": self.best_metric}, tmp)
-        with atomic_output(self.report_dir / "checkpoint_last.pt") as tmp:
-            torch.save({"model": state, "optimizer": self.optimizer.state_dict(), "epoch": epoch,
-                        "history": self.history, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
-                        "lr": self.lr, "batch_size": self.batch_size}, tmp)
+            _save_file_atomically({"model": state, "epoch": epoch, "metric": self.best_metric},
+                                  self.report_dir / "checkpoint_best.pt")
+        # Everything the next epoch depends on, so a resumed run (after a cancel, a crash or SIGKILL) ends
+        # exactly where the uninterrupted run with the same seed would: weights (with batch-norm statistics),
+        # optimizer moments and step counts, the AMP loss scale, the augmentation stream and the global RNG
+        # states, the schedule's inputs (lr, epochs) and the early-stopping state. The shuffle order (and
+        # DataLoader workers' augmentation seeds) come from a generator seeded per epoch.
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "augment": self.train_ds.augment_state()}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        _save_file_atomically({
+            "version": CHECKPOINT_VERSION, "model": state, "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": rng, "epoch": epoch, "history": self.history,
+            "best_metric": self.best_metric, "best_epoch": self.best_epoch, "lr": self.lr,
+            "batch_size": self.batch_size, "config": self.cfg.to_dict(),
+        }, self.report_dir / "checkpoint_last.pt")
         self._write_history()
 
     def _write_history(self) -> None:
@@ -733,6 +794,11 @@ class Trainer:
         )
         self.emit("done", **result.to_dict())
         return result
+
+
+def _plain(value: Any) -> Any:
+    """Tuples and lists compare equal after a JSON/pickle round trip."""
+    return list(value) if isinstance(value, (tuple, list)) else value
 
 
 def train_model(folder: str | Path, output: str | Path, config: TrainConfig | None = None,
