@@ -230,7 +230,7 @@ def parse_line(line: str) -> dict[str, Any] | None:
 
 
 def find_training_python() -> str | None:
-    """An interpreter that can import torch: $RLC_TRAINING_PYTHON, this Python, or torch's virtual environment.
+    """An interpreter that can import torch: $RLC_TRAINING_PYTHON, torch's virtual environment, or this Python.
 
     Returns None when none is found (inside QGIS the caller then uses QGIS's own Python, with this
     process's ``sys.path`` passed on so it finds the same packages).
@@ -238,8 +238,8 @@ def find_training_python() -> str | None:
     env = os.environ.get("RLC_TRAINING_PYTHON")
     if env:
         return env
-    if Path(sys.executable).name.lower().startswith("python"):
-        return sys.executable
+    # torch's own virtual environment first: inside QGIS, sys.executable is whatever "python3" the
+    # embedding found on PATH (a pyenv shim, say), not necessarily one that has torch.
     try:
         import importlib.util
 
@@ -252,6 +252,8 @@ def find_training_python() -> str | None:
                 for exe in (parent / "bin" / "python", parent / "Scripts" / "python.exe"):
                     if exe.exists():
                         return str(exe)
+    if Path(sys.executable).name.lower().startswith("python"):
+        return sys.executable
     return None
 
 

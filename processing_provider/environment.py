@@ -12,6 +12,14 @@ from core import deps
 def qgis_python() -> str:
     """The interpreter that shares QGIS's site-packages (inside QGIS, ``sys.executable`` is QGIS itself)."""
     exe = Path(sys.executable)
+    in_venv = sys.prefix != sys.base_prefix
+    if in_venv and exe.name.lower().startswith("python"):
+        return str(exe)
+    # Embedded in QGIS, sys.executable is the first "python3" on PATH (maybe a pyenv shim of another
+    # Python); the interpreter of QGIS's own libpython lives under base_exec_prefix.
+    own = Path(sys.base_exec_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if os.name != "nt" and own.exists():
+        return str(own)
     if exe.name.lower().startswith("python"):
         return str(exe)
     if os.name == "nt":  # OSGeo4W / standalone installer: python.exe sits in <prefix>/apps/Python3x or <prefix>/bin
