@@ -89,13 +89,14 @@ def atomic_output(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     if not tmp.exists():
         raise OutputError(f"internal error: nothing was written for {final}")
     try:
-        if final.exists():
+        if final.exists() and (final.is_dir() or tmp.is_dir()):
+            # A folder cannot replace a folder in one rename: move the old one aside first.
             old = _temp_sibling(final)
             os.replace(final, old)
             os.replace(tmp, final)
             _remove(old)
         else:
-            os.replace(tmp, final)
+            os.replace(tmp, final)  # one atomic step: a kill leaves the old file or the new one
     except OSError as exc:
         _remove(tmp)
         raise OutputError(f"could not move the finished output into place at {final}: {exc}") from exc
