@@ -46,7 +46,7 @@ def test_processing_run_refuses_a_bad_package(qgis: Any, tmp_path: Path) -> None
     bad.write_bytes(b"not a zip at all")
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
-    with pytest.raises(QgsProcessingException, match="neither a model package folder nor a zip"):
+    with pytest.raises(QgsProcessingException, match="not a readable zip file"):
         processing.run("roadlandcover:exportonnx", {"MODEL": str(bad), "OUTPUT": str(tmp_path / "x.onnx")},
                        context=context, feedback=QgsProcessingFeedback())
     assert not (tmp_path / "x.onnx").exists()
