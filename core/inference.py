@@ -726,6 +726,13 @@ def classify_pixels(config: ClassifyConfig, feedback: Feedback | None = None,
                 probs = np.where(buf.valid[None], probs, np.float32(PROBABILITY_NODATA)).astype(np.float32)
                 prob_ds.write(probs, window=window)
 
+        # Finished chunks are argmax-ed and written on a writer thread while the network works on
+        # the next batches (numpy and GDAL release the GIL). At most one chunk waits to be written,
+        # so memory stays bounded by two chunk buffers.
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        writer = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlc-chunk-writer"))
+        pending: Future[None] | None = None
         try:
             for keys, tiles, valids in _prefetch(items, reader, config.batch_size, stop):
                 cancel()
@@ -737,12 +744,19 @@ def classify_pixels(config: ClassifyConfig, feedback: Feedback | None = None,
                     _add_tile(buf, tiling, weights_y[i], weights_x[j], i, j, probs[n], valids[n])
                     buf.remaining -= 1
                     if buf.remaining == 0:
-                        finish(buffers.pop(ci))
+                        if pending is not None:
+                            pending.result()  # re-raises a failed write here
+                        pending = writer.submit(finish, buffers.pop(ci))
                 done += len(keys)
                 fb.set_progress(100.0 * done / max(1, len(items)))
+            if pending is not None:
+                pending.result()
         except CanceledError:
             stop.set()
             raise
+        finally:
+            if pending is not None:
+                pending.exception()  # never close the datasets under a running write
         if predictor.halvings:
             warnings.append(f"batch size reduced to {predictor.batch_size} after out-of-memory errors")
         cls_ds.close()
