@@ -102,7 +102,8 @@ def _windows(height: int, width: int) -> Iterator[Any]:
         yield Window(0, row, width, min(BLOCK_ROWS, height - row))
 
 
-def _reference_polygons(config: AccuracyConfig, crs: Any) -> tuple[list[Any], np.ndarray]:
+def _reference_polygons(config: AccuracyConfig, crs: Any,
+                        known_names: dict[int, str] | None = None) -> tuple[list[Any], np.ndarray]:
     import shapely
     from rasterio.warp import transform_geom
 
@@ -115,20 +116,12 @@ def _reference_polygons(config: AccuracyConfig, crs: Any) -> tuple[list[Any], np
         raise LabelError(
             f"{config.reference} has no field {config.class_field!r}; its fields are {', '.join(vec.attributes) or 'none'}"
         )
-    raw = np.asarray(vec.attributes[config.class_field])
-    try:
-        # Nulls arrive as None (text fields) or NaN (numeric fields); casting NaN to int would invent a class.
-        numbers = np.array([np.nan if v is None or str(v).strip() == "" else float(v) for v in raw], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise LabelError(f"field {config.class_field!r} of {config.reference} must hold integer class values") from exc
-    empty = int(np.isnan(numbers).sum())
-    if empty:
-        raise LabelError(f"field {config.class_field!r} of {config.reference} is empty in {empty} feature(s); "
-                         "fill in their class values or delete those features")
-    if not np.all(numbers == np.round(numbers)):
-        raise LabelError(f"field {config.class_field!r} of {config.reference} must hold integer class values "
-                         f"(found {numbers[numbers != np.round(numbers)][0]})")
-    values = numbers.astype(np.int64)
+    from .classes import class_values_from_field
+
+    # Names in the class field are matched with the classified raster's class names (else numbered as the
+    # export numbers them); nulls are an error, casting them would invent a class.
+    values, _names = class_values_from_field(vec.attributes[config.class_field], config.class_field,
+                                             str(config.reference), known_names or None)
     geoms = vec.geometries
     if not geoms:
         raise LabelError(f"{config.reference} holds no features; nothing to assess against")
@@ -158,7 +151,7 @@ def assess_accuracy(config: AccuracyConfig, feedback: Feedback | None = None) ->
         names = _class_names(cls_src)
         cls_nodata = cls_src.nodata
         height, width = cls_src.height, cls_src.width
-        polygons = None if _is_raster(Path(config.reference)) else _reference_polygons(config, cls_src.crs)
+        polygons = None if _is_raster(Path(config.reference)) else _reference_polygons(config, cls_src.crs, names)
         ref_ds: Any = None
         ref_src: Any = None
         ref_nodata: float | None = None

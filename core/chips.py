@@ -28,7 +28,7 @@ import numpy as np
 
 from . import __version__
 from .chip_writer import TiffChipWriter, write_with_gdal
-from .classes import ClassInfo, make_classes
+from .classes import ClassInfo, class_values_from_field, make_classes
 from .config import StepConfig, require
 from .errors import ConfigError, LabelError, RasterReadError
 from .outputs import atomic_output
@@ -211,37 +211,6 @@ def _pick_field(attributes: dict[str, np.ndarray], wanted: str | None, layer: st
     return None
 
 
-def _as_int_values(values: np.ndarray, field: str, layer: str) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iub":
-        return arr.astype(np.int64)
-    try:
-        f = np.array([float(v) if v is not None and str(v).strip() != "" else np.nan for v in arr], dtype=np.float64)
-    except (TypeError, ValueError):
-        sample = next((v for v in arr if not _is_number(v)), arr[0] if len(arr) else "")
-        raise LabelError(
-            f"the class field {field!r} of {layer} holds non-integer values (e.g. {sample!r}); use an integer "
-            "class field (1-254) and put the names in the class name field"
-        ) from None
-    if np.isnan(f).any():
-        raise LabelError(f"the class field {field!r} of {layer} has empty values; fill them (0 = unlabelled)")
-    if not np.all(f == np.round(f)):
-        bad = f[f != np.round(f)][0]
-        raise LabelError(
-            f"the class field {field!r} of {layer} holds non-integer values (e.g. {bad}); class values must be "
-            "whole numbers 1-254 (0 = unlabelled)"
-        )
-    return f.astype(np.int64)
-
-
-def _is_number(v: Any) -> bool:
-    try:
-        float(v)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
 def _load_vector_labels(cfg: ExportConfig, raster_crs: Any, area: tuple[float, float, float, float],
                         feedback: Feedback) -> _VectorLabels:
     from .rasterize_labels import LabelIndex, buffer_metres, repair, require_labels_inside, transform_geometries
@@ -267,7 +236,15 @@ def _load_vector_labels(cfg: ExportConfig, raster_crs: Any, area: tuple[float, f
     field: str | None = None
     if cfg.label_mode == "classified_tiles":
         field = _pick_field(vec.attributes, cfg.class_field, layer_name)
-        values = _as_int_values(vec.attributes[field], field, layer_name) if field else np.ones(n, dtype=np.int64)
+        if field:
+            values, text_names = class_values_from_field(vec.attributes[field], field, layer_name)
+            if text_names:
+                names.update(text_names)
+                feedback.warning(f"the class field {field!r} holds names; classes numbered alphabetically: "
+                                 + ", ".join(f"{v} {nm}" for v, nm in sorted(text_names.items()))
+                                 + " (recorded in dataset.json)")
+        else:
+            values = np.ones(n, dtype=np.int64)
         bad = values[(values < 0) | (values > 254)]
         if len(bad):
             raise LabelError(

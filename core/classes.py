@@ -128,3 +128,52 @@ def write_categorized_qml(vector_path: str | Path, field: str, classes: Sequence
 
 def classes_to_json(classes: Sequence[ClassInfo]) -> str:
     return json.dumps([c.to_dict() for c in classes], indent=2)
+
+
+def class_values_from_field(raw: Sequence[Any] | Any, field: str, layer: str,
+                            known_names: dict[int, str] | None = None) -> tuple[Any, dict[int, str]]:
+    """Integer class values of a label field, and the class names when the field holds names, not numbers.
+
+    Numbers (or text digits) are used as they are. A field of names (``forest``, ``water``: common in
+    real label sets) is numbered: by ``known_names`` (value -> name, e.g. a classified raster's classes;
+    case-insensitive) when given, else alphabetically 1..N. Export and accuracy assessment use the same
+    rule, so one layer numbers the same way in every step. Empty values are an error: casting them
+    would invent a class.
+    """
+    import numpy as np
+
+    from .errors import LabelError
+
+    arr = np.asarray(raw)
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.int64), {}
+    empty = sum(1 for v in arr if v is None or (isinstance(v, float) and v != v) or str(v).strip() == "")
+    if empty:
+        raise LabelError(f"the class field {field!r} of {layer} is empty in {empty} feature(s); fill in their "
+                         "class values (0 = unlabelled) or delete those features")
+    try:
+        numbers = np.array([float(v) for v in arr], dtype=np.float64)
+    except (TypeError, ValueError):
+        numbers = None
+    if numbers is not None:
+        if not np.all(numbers == np.round(numbers)):
+            bad = numbers[numbers != np.round(numbers)][0]
+            raise LabelError(f"the class field {field!r} of {layer} holds non-integer values (e.g. {bad}); class "
+                             "values must be whole numbers 1-254 (0 = unlabelled)")
+        return numbers.astype(np.int64), {}
+    texts = [str(v).strip() for v in arr]
+    if known_names:
+        lookup = {name.strip().lower(): value for value, name in known_names.items()}
+        unknown = sorted({t for t in texts if t.lower() not in lookup})
+        if unknown:
+            raise LabelError(f"the class field {field!r} of {layer} holds class names the classified raster does "
+                             f"not have: {', '.join(unknown[:5])}; its classes are "
+                             f"{', '.join(f'{v} {n}' for v, n in sorted(known_names.items()))}")
+        values = np.array([lookup[t.lower()] for t in texts], dtype=np.int64)
+        return values, {int(v): known_names[int(v)] for v in np.unique(values)}
+    ordered = sorted(set(texts), key=lambda t: (t.lower(), t))
+    if len(ordered) > 254:
+        raise LabelError(f"the class field {field!r} of {layer} holds {len(ordered)} different names; at most 254 "
+                         "classes fit")
+    numbering = {name: i for i, name in enumerate(ordered, start=1)}
+    return np.array([numbering[t] for t in texts], dtype=np.int64), {i: n for n, i in numbering.items()}

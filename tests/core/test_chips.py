@@ -135,8 +135,8 @@ def test_clear_label_errors(tmp_path: Path) -> None:
     with pytest.raises(LabelError, match="no field 'nope'"):
         export_training_data(ExportConfig(str(raster), str(squares(tmp_path / "a.gpkg")), str(tmp_path / "o1"),
                                           class_field="nope", **cfg))
-    with pytest.raises(LabelError, match="non-integer"):
-        export_training_data(ExportConfig(str(raster), str(squares(tmp_path / "b.gpkg", values=("forest", "x"))),
+    with pytest.raises(LabelError, match=r"non-integer values \(e.g. 1.5\)"):
+        export_training_data(ExportConfig(str(raster), str(squares(tmp_path / "b.gpkg", values=("1.5", "2"))),
                                           str(tmp_path / "o2"), **cfg))
     with pytest.raises(LabelError, match="outside 0-254"):
         export_training_data(ExportConfig(str(raster), str(squares(tmp_path / "c.gpkg", values=(1, 300))),
@@ -339,3 +339,21 @@ def test_four_band_chips_have_no_alpha_band(sample_scene, tmp_path):  # type: ig
         assert src.count == 4
         assert rasterio.enums.ColorInterp.alpha not in src.colorinterp
         assert default_bands(src) == (1, 2, 3, 4)
+
+
+def test_class_names_in_the_class_field_are_numbered_alphabetically(tmp_path: Path) -> None:
+    """Real label sets often hold names ("forest") instead of numbers: classes 1..N in name order."""
+    raster = make_raster(tmp_path / "r.tif")
+    labels = squares(tmp_path / "t.gpkg", values=("water", "Forest"))
+    warnings: list[str] = []
+
+    class Fb(NullFeedback):
+        def warning(self, message: str) -> None:
+            warnings.append(message)
+
+    res = export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "o"), class_field="classvalue",
+                                            tile_size_px=(32, 32), stride_px=(32, 32)), Fb())
+    desc = json.loads((tmp_path / "o" / "dataset.json").read_text())
+    assert [(c["value"], c["name"]) for c in desc["classes"]] == [(1, "Forest"), (2, "water")]
+    assert res.class_pixels == {1: 1024, 2: 1024}
+    assert any("numbered alphabetically: 1 Forest, 2 water" in w for w in warnings), warnings

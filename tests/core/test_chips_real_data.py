@@ -49,10 +49,13 @@ def test_new_brunswick_polygons_with_class_field(shared_data: Path, tmp_path: Pa
         export_training_data(ExportConfig(
             str(d / "23322E759967N_clipped_1m_1of2.tif"), str(d / "BakerLake_2017_clipped.gpkg"),
             str(tmp_path / "q"), class_field="Quatreclasses"))
-    with pytest.raises(LabelError, match="non-integer"):
-        export_training_data(ExportConfig(
-            str(d / "23322E759967N_clipped_1m_1of2.tif"), str(d / "BakerLake_2017_clipped.gpkg"),
-            str(tmp_path / "n"), class_field="Niveau_3"))
+    # A field of names (Niveau_3: "Forest", "Hydro", ...) is numbered alphabetically, names kept.
+    named = export_training_data(ExportConfig(
+        str(d / "23322E759967N_clipped_1m_1of2.tif"), str(d / "BakerLake_2017_clipped.gpkg"),
+        str(tmp_path / "n"), class_field="Niveau_3"))
+    named_classes = json.loads((named.folder / "dataset.json").read_text())["classes"]
+    assert [c["name"] for c in named_classes] == sorted((c["name"] for c in named_classes), key=str.lower)
+    assert [c["value"] for c in named_classes] == list(range(1, len(named_classes) + 1))
 
 
 def test_new_brunswick_classified_raster_labels(shared_data: Path, tmp_path: Path) -> None:

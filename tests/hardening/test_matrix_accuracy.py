@@ -28,6 +28,15 @@ def classified(tmp: Path, fill: int | None = None) -> Path:
     return write_raster(tmp / "cls.tif", data, nodata=255)
 
 
+def named_classified(tmp: Path) -> Path:
+    import rasterio
+
+    path = classified(tmp)
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(CLASS_NAMES="1:forest,2:water")
+    return path
+
+
 def polys(tmp: Path, name: str = "ref.gpkg", values: Any = (1, 2), crs: str = CRS, field: str = "classvalue") -> Path:
     geoms = [shapely.box(X0, Y0 - 8, X0 + 4, Y0), shapely.box(X0 + 4, Y0 - 8, X0 + 8, Y0)]
     if crs != CRS:
@@ -65,8 +74,11 @@ CASES: dict[str, tuple[Any, ...]] = {
         lambda t: {"reference": geojson(t / "null.geojson", [(box_json(X0, Y0 - 8, X0 + 4, Y0), {"classvalue": 1}),
                                                              (box_json(X0 + 4, Y0 - 8, X0 + 8, Y0), {"classvalue": None})])},
         LabelError, r"is empty in 1 feature\(s\); fill in their class values"),
-    "text class value": (lambda t: {"reference": polys(t, values=("forest", "water"))},
-                         LabelError, r"must hold integer class values"),
+    # Names are numbered as the export numbers them (alphabetically) when the classified raster has none.
+    "text class value": (lambda t: {"reference": polys(t, values=("forest", "water"))}, None, 1.0),
+    "text class value unknown to the classified raster": (
+        lambda t: {"reference": polys(t, values=("forest", "lava")), "cls": named_classified(t)},
+        LabelError, r"holds class names the classified raster does not have: lava; its classes are 1 forest, 2 water"),
     "class field missing": (lambda t: {"reference": polys(t), "class_field": "landuse"},
                             LabelError, r"has no field 'landuse'; its fields are classvalue"),
     "nodata-only classified raster": (lambda t: {"reference": polys(t), "cls": classified(t, fill=255)},

@@ -178,6 +178,11 @@ def check_existing(res: ExportResult, tmp: Path, fb: Collect) -> None:
     assert not (tmp / "out" / "old_chip.tif").exists() and (tmp / "out" / "dataset.json").is_file()
 
 
+def check_text(res: ExportResult, tmp: Path, fb: Collect) -> None:
+    desc = json.loads(res.dataset_json.read_text(encoding="utf-8"))
+    assert [(c["value"], c["name"]) for c in desc["classes"]] == [(1, "forest"), (2, "water")]
+
+
 def check_small(res: ExportResult, tmp: Path, fb: Collect) -> None:
     data, _ = chip(res)
     lab, _ = chip(res, "labels")
@@ -197,8 +202,8 @@ CASES: dict[str, Case] = {
     "empty label layer": Case(empty_layer, LabelError, r"is empty.*draw or load labels"),
     "invalid geometry": Case(invalid_geometry, check=check_bowtie),
     "multi-part geometry": Case(multipart, check=check_multipart),
-    "null class value": Case(null_class, LabelError, r"empty values; fill them"),
-    "text class value": Case(text_class, LabelError, r"non-integer values \(e.g. 'forest'\); use an integer"),
+    "null class value": Case(null_class, LabelError, r"is empty in 1 feature\(s\); fill in their class values"),
+    "text class value": Case(text_class, check=check_text),
     "class field missing": Case(missing_field, LabelError, r"no field 'landuse'; its fields are: classvalue"),
     "nodata-only raster": Case(nodata_only, LabelError, r"no chip was exported.*nodata.*raise the nodata limit"),
     "1-band raster": dtype_case(1, "uint8"),

@@ -108,7 +108,7 @@ def test_bad_class_field_is_a_clear_processing_error(qgis: Any, sample_scene: An
     with pytest.raises(QgsProcessingException, match="non-integer"):
         processing.run("roadlandcover:exporttrainingdata", {
             "INPUT_RASTER": str(sample_scene.image), "INPUT_LABELS": str(sample_scene.road_centerlines),
-            "CLASS_FIELD": "highway", "OUTPUT_FOLDER": str(tmp_path / "bad")})
+            "CLASS_FIELD": "width_m", "OUTPUT_FOLDER": str(tmp_path / "bad")})
     assert not (tmp_path / "bad").exists()
 
 
