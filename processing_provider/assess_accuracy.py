@@ -45,8 +45,8 @@ class AssessAccuracyAlgorithm(RoadLandcoverAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("CLASSIFIED", self.tr("Classified raster")))
         self.addParameter(QgsProcessingParameterMapLayer("REFERENCE", self.tr("Reference (raster or polygons)")))
         self.addParameter(QgsProcessingParameterField(
-            "CLASS_FIELD", self.tr("Class field (polygons)"), parentLayerParameterName="REFERENCE", optional=True,
-            type=QgsProcessingParameterField.Numeric))
+            "CLASS_FIELD", self.tr("Class field (polygons: class values or class names)"),
+            parentLayerParameterName="REFERENCE", optional=True, type=QgsProcessingParameterField.Any))
         self.addParameter(QgsProcessingParameterString(
             "IGNORE_CLASSES", self.tr("Ignored class values (comma-separated)"), "", optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(

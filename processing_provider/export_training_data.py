@@ -52,8 +52,8 @@ class ExportTrainingDataAlgorithm(RoadLandcoverAlgorithm):
         "chip_footprints.gpkg and preview.png) that 'Train deep learning model' reads.\n\n"
         "<b>Labels</b>: a vector layer (polygons are burned with their class; lines and points are buffered by "
         "the buffer distance, in metres even when the layer is in degrees) or a classified raster. The class "
-        "field must hold whole numbers 1-254; 0 means unlabelled and is ignored in training, so sparse labels "
-        "work. Without a class field, a 'classvalue' or 'value' field is used, else everything is class 1. "
+        "field holds whole numbers 1-254 (0 means unlabelled and is ignored in training, so sparse labels "
+        "work) or class names, which are numbered alphabetically 1..N (a warning lists them). Without a class field, a 'classvalue' or 'value' field is used, else everything is class 1. "
         "Class names and colours come from the layer's categorized/paletted style when it has one.\n\n"
         "<b>Label mode</b>: classified tiles for land cover; road masks from centerlines for road models "
         "(binary buffer as in SpaceNet: 2 m half-width; continuous proportional to a speed field; or one "
@@ -89,7 +89,7 @@ class ExportTrainingDataAlgorithm(RoadLandcoverAlgorithm):
             self.INPUT_LABELS, self.tr("Labels (vector layer or classified raster)"),
             types=[QgsProcessing.TypeVectorAnyGeometry, QgsProcessing.TypeRaster]))
         add(QgsProcessingParameterField(
-            "CLASS_FIELD", self.tr("Class value field (integer 1-254; 0 = unlabelled)"), None, self.INPUT_LABELS,
+            "CLASS_FIELD", self.tr("Class field (integers 1-254, 0 = unlabelled; or class names)"), None, self.INPUT_LABELS,
             QgsProcessingParameterField.Any, optional=True))
         add(QgsProcessingParameterField(
             "CLASS_NAME_FIELD", self.tr("Class name field"), None, self.INPUT_LABELS,

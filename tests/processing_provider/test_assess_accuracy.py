@@ -62,3 +62,21 @@ def test_qgis_process_assess_accuracy(tmp_path: Path) -> None:
     assert isinstance(payload["results"]["KAPPA"], float)
     assert json.loads((tmp_path / "q.json").read_text())["overall_accuracy"] == pytest.approx(0.8)
     assert json.loads((tmp_path / "q.json").read_text())["per_class"]["2"]["precision"] == pytest.approx(0.8)
+
+
+def test_processing_run_reference_with_class_names(qgis: Any, tmp_path: Path) -> None:
+    """A text class field is offered by the dialog and matched with the classified raster's class names."""
+    import processing
+    import rasterio
+
+    cls, _ref, _polys = _inputs(tmp_path)
+    with rasterio.open(cls, "r+") as dst:
+        dst.update_tags(CLASS_NAMES="1:forest,2:water,3:field")
+    x0, y0 = 500000.0, 5000000.0
+    named = write_vector(tmp_path / "named.gpkg", [shapely.box(x0, y0 - 2, x0 + 2, y0)],
+                         {"landcover": np.array(["Forest"], dtype=object)}, "EPSG:32633")
+    result = processing.run("roadlandcover:assessaccuracy", {
+        "CLASSIFIED": str(cls), "REFERENCE": str(named), "CLASS_FIELD": "landcover",
+        "OUTPUT_REPORT": str(tmp_path / "n.json")})
+    assert result["OVERALL_ACCURACY"] == pytest.approx(1.0)
+    assert json.loads(Path(result["OUTPUT_REPORT"]).read_text())["per_class"]["1"]["name"] == "forest"
