@@ -20,7 +20,6 @@ twice only to check the chain, knowing the numbers are then optimistic.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -34,24 +33,10 @@ GROUP_ID = "workflows"
 
 def start_qgis(gui: bool = False) -> Any:
     """A headless QgsApplication with Processing and this provider, so child algorithms resolve."""
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
     sys.path.insert(0, str(ROOT))
-    from qgis.core import QgsApplication
+    from processing_provider.headless import start_qgis as start
 
-    QgsApplication.setPrefixPath("/usr", True)
-    app = QgsApplication([], gui)
-    app.initQgis()
-    sys.path.append("/usr/share/qgis/python/plugins")
-    from processing.core.Processing import Processing
-
-    Processing.initialize()
-    from processing_provider.provider import RoadLandcoverProvider
-
-    provider = RoadLandcoverProvider()
-    QgsApplication.processingRegistry().addProvider(provider)
-    return app, provider
+    return start(gui)
 
 
 class ModelBuilder:

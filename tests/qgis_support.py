@@ -19,25 +19,9 @@ def qgis_app() -> Any:
     global _APP
     if _APP is not None:
         return _APP
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
-    from qgis.core import QgsApplication
+    from processing_provider.headless import start_qgis
 
-    QgsApplication.setPrefixPath("/usr", True)
-    app = QgsApplication([], False)
-    app.initQgis()
-    import sys
-
-    sys.path.append("/usr/share/qgis/python/plugins")
-    from processing.core.Processing import Processing
-
-    Processing.initialize()
-    from processing_provider.provider import RoadLandcoverProvider
-
-    provider = RoadLandcoverProvider()
-    QgsApplication.processingRegistry().addProvider(provider)
-    _APP = (app, provider)
+    _APP = start_qgis(gui=False)
     return _APP
 
 

@@ -32,23 +32,10 @@ _APP: Any = None
 
 
 def start() -> Any:
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
     sys.path.insert(0, str(REPO))
-    from qgis.core import QgsApplication
+    from processing_provider.headless import start_qgis
 
-    QgsApplication.setPrefixPath("/usr", True)
-    app = QgsApplication([], True)  # GUI application: the batch dialog is made of widgets
-    app.initQgis()
-    sys.path.append("/usr/share/qgis/python/plugins")
-    from processing.core.Processing import Processing
-
-    Processing.initialize()
-    from processing_provider.provider import RoadLandcoverProvider
-
-    provider = RoadLandcoverProvider()
-    QgsApplication.processingRegistry().addProvider(provider)
+    app, provider = start_qgis(gui=True)  # GUI application: the batch dialog is made of widgets
     import tests.core.test_inference  # noqa: F401  (registers the tiny test_* architectures)
 
     return app, provider
