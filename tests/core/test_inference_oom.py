@@ -10,21 +10,15 @@ import torch
 
 from core.inference import BatchPredictor, ClassifyConfig, classify_pixels, is_out_of_memory
 from core.model_package import load_package
+from core.progress import NullFeedback
 from tests.core.test_inference import make_package, read, write_raster
 
 
-class Collect:
+class Collect(NullFeedback):
+    """Feedback that keeps the warnings."""
+
     def __init__(self) -> None:
         self.warnings: list[str] = []
-
-    def set_progress(self, percent: float) -> None:
-        pass
-
-    def is_canceled(self) -> bool:
-        return False
-
-    def info(self, message: str) -> None:
-        pass
 
     def warning(self, message: str) -> None:
         self.warnings.append(message)
