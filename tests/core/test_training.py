@@ -36,16 +36,20 @@ def landcover_folder(sample_scene: Any, tmp_path_factory: pytest.TempPathFactory
     return write_training_folder(sample_scene, tmp_path_factory.mktemp("lc") / "chips", "landcover")
 
 
-@pytest.fixture(scope="module")
-def exported_landcover(sample_scene: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The REAL export (core.chips) of the sample scene's land-cover polygons: 63 chips of 64 px (< 1 s)."""
+def export_landcover_chips(sample_scene: Any, out: Path) -> Path:
+    """The REAL export (core.chips) of the sample scene's land-cover polygons as 64 px chips (< 1 s)."""
     from core.chips import ExportConfig, export_training_data
 
-    out = tmp_path_factory.mktemp("export_lc") / "chips"
     export_training_data(ExportConfig(raster=str(sample_scene.image), labels=str(sample_scene.landcover_polygons),
                                       output_folder=str(out), class_field="classvalue", class_name_field="classname",
                                       tile_size_px=(64, 64), stride_px=(64, 64)))
     return out
+
+
+@pytest.fixture(scope="module")
+def exported_landcover(sample_scene: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """63 chips of 64 px from the real export of the sample scene."""
+    return export_landcover_chips(sample_scene, tmp_path_factory.mktemp("export_lc") / "chips")
 
 
 @pytest.fixture(scope="module")

@@ -36,12 +36,9 @@ CONFIG = TrainConfig(model="unet", encoder="resnet18", base_width=8, epochs=EPOC
 @pytest.fixture(scope="module")
 def chips(sample_scene: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real export (core.chips) of the sample scene's land-cover polygons as 64 px chips."""
-    from core.chips import ExportConfig, export_training_data
+    from tests.core.test_training import export_landcover_chips
 
-    out = tmp_path_factory.mktemp("kill_resume") / "chips"
-    export_training_data(ExportConfig(raster=str(sample_scene.image), labels=str(sample_scene.landcover_polygons),
-                                      output_folder=str(out), class_field="classvalue", class_name_field="classname",
-                                      tile_size_px=(64, 64), stride_px=(64, 64)))
+    out = export_landcover_chips(sample_scene, tmp_path_factory.mktemp("kill_resume") / "chips")
     # Train on the first 20 chips only (training reads the chip list from chips.csv): 4 epochs stay quick.
     lines = (out / "chips.csv").read_text(encoding="utf-8").splitlines()
     assert len(lines) > CHIPS + 1
