@@ -7,7 +7,7 @@ from typing import Any
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingFeedback
 from qgis.PyQt.QtCore import QCoreApplication
 
-from core import deps
+from core import deps, native_libs
 
 from .environment import require
 from .errors import core_errors_as_processing
@@ -17,6 +17,13 @@ from .feedback import ProcessingFeedbackAdapter
 def plain_outputs(results: dict[str, Any]) -> dict[str, Any]:
     """Numpy scalars as Python numbers: QVariant drops them, and qgis_process then prints empty values."""
     return {k: v.item() if hasattr(v, "item") and getattr(v, "shape", None) == () else v for k, v in results.items()}
+
+
+def report_native_libraries(feedback: QgsProcessingFeedback) -> None:
+    """Name the GDAL/GEOS versions in use (for bug reports) and warn when a wheel runs on QGIS's own copy."""
+    feedback.pushInfo(f"Native libraries: {native_libs.describe()}")
+    for problem in native_libs.mixed_libraries():
+        feedback.pushWarning(problem)
 
 
 class RoadLandcoverAlgorithm(QgsProcessingAlgorithm):
@@ -59,6 +66,7 @@ class RoadLandcoverAlgorithm(QgsProcessingAlgorithm):
     ) -> dict[str, Any]:
         with core_errors_as_processing(feedback, self.DISPLAY_NAME):
             require(self.REQUIRES, self.DISPLAY_NAME)
+            report_native_libraries(feedback)
             results = self.run_core(parameters, context, feedback, ProcessingFeedbackAdapter(feedback))
         return plain_outputs(results)
 

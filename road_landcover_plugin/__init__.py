@@ -6,6 +6,10 @@ from typing import Any
 
 
 def classFactory(iface: Any) -> Any:
+    # First, before any module imports rasterio/pyogrio/shapely: keep their bundled GDAL/GEOS apart from QGIS's.
+    from core.native_libs import isolate_bundled_libraries
+
+    isolate_bundled_libraries()
     from .plugin import RoadLandcoverPlugin
 
     return RoadLandcoverPlugin(iface)

@@ -183,23 +183,22 @@ class RoadLandcoverPlugin:
 
     @staticmethod
     def _warm_up_geo_stack() -> None:
-        """Import pyogrio and rasterio once on the main thread.
+        """Import the geo packages on the main thread, their native libraries kept apart from QGIS's.
 
-        Their wheels bundle GDAL and PROJ and check their data files when first imported; inside the QGIS desktop
-        that check failed when the first import happened in Processing's background thread ("Could not correctly
-        detect GDAL data files installed by pyogrio wheel"), so an algorithm run from a dialog reported pyogrio as
-        missing. Imported here first, it works in every thread. Cheap (well under a second); torch is not touched.
+        ``classFactory`` already did this first thing (core/native_libs.py); this call is a no-op then, and the
+        import on the main thread matters too: pyogrio's first import checks its data files, which failed in
+        Processing's background thread. What could not be isolated, or still runs against QGIS's own GDAL/GEOS,
+        goes to the message log, where a crash report can point at it.
         """
-        import importlib
+        from qgis.core import QgsMessageLog
 
-        for name in ("pyogrio", "rasterio"):
-            try:
-                importlib.import_module(name)
-            except Exception as exc:  # missing or broken: the dependency message and dialog say what to do
-                from qgis.core import QgsMessageLog
+        from core import native_libs
 
-                QgsMessageLog.logMessage(f"{name} could not be imported: {type(exc).__name__}: {exc}",
-                                         "Road & Land Cover", Qgis.Warning)
+        for name, status in native_libs.isolate_bundled_libraries().items():
+            if status not in ("isolated", "not needed", "missing"):
+                QgsMessageLog.logMessage(f"{name}: {status}", "Road & Land Cover", Qgis.Warning)
+        for problem in native_libs.mixed_libraries():
+            QgsMessageLog.logMessage(problem, "Road & Land Cover", Qgis.Warning)
 
     def show_dependencies(self) -> Any:
         """The dependency dialog (non-modal): status, CUDA, torch build choice, Install with live pip output."""

@@ -75,6 +75,15 @@ def run_dialog(plugin, alg_id, params, timeout_s=180):
     return info
 
 
+def save(stage):
+    """Write the report so far (atomically), so a crash later still shows how far the script got."""
+    report["stage"] = stage
+    path = Path(os.environ["RLC_GUI_REPORT"])
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, path)
+
+
 def run():
     from qgis.core import QgsApplication
 
@@ -88,6 +97,11 @@ def run():
             if a.menu() is not None and "Road" in a.text():
                 report["menu"] = [x.text() for x in a.menu().actions()]
         report["toolbar"] = [a.text() for a in plugin.toolbar.actions()]
+        from core import native_libs
+
+        report["native"] = {"status": dict(native_libs.STATUS), "mixed": native_libs.mixed_libraries(),
+                            "in_use": native_libs.describe()}
+        save("loaded")
 
         # a Processing dialog opens from the menu, non-modal, and closes
         action("roadlandcover_classifypixels").trigger()
@@ -99,12 +113,14 @@ def run():
         QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
         wait_until(lambda: not plugin.dialogs, 5)
         report["dialog"]["closed"] = not plugin.dialogs
+        save("dialog")
 
         # dependency dialog (non-modal; logic is tested headless)
         action("roadlandcover_check_dependencies").trigger()
         report["deps_dialog"] = {"visible": plugin.deps_dialog.isVisible(),
                                  "status": plugin.deps_dialog.status.text()}
         plugin.deps_dialog.close()
+        save("dependencies")
 
         # training dock: a tiny training in the background while the event loop turns
         action("roadlandcover_training_panel").trigger()
@@ -137,20 +153,23 @@ def run():
             "progress_bar": panel.progress.value(), "progress_events": len(progress), "status": panel.status.text(),
             "model_exists": (TMP / "model.zip").is_file(), "log_lines": panel.log.blockCount(),
         }
+        save("training")
 
         # results groups from Processing dialogs
         report["vectorize"] = run_dialog(plugin, "vectorizeroads", {
             "INPUT_RASTER": str(SCENE / "road_mask.tif"), "OUTPUT_LINES": str(TMP / "lines.gpkg"),
             "OUTPUT_NODES": str(TMP / "nodes.gpkg")})
+        save("vectorize")
         if (TMP / "model.zip").is_file():
             report["classify"] = run_dialog(plugin, "classifypixels", {
                 "INPUT_RASTER": str(SCENE / "scene.tif"), "MODEL": str(TMP / "model.zip"),
                 "OUTPUT_CLASSIFIED": str(TMP / "classified.tif"), "OUTPUT_PROBABILITY": str(TMP / "probability.tif")})
+            save("classify")
         report["scene"] = run_dialog(plugin, "samplescene", {"SIZE_PX": 256, "OUTPUT_FOLDER": str(TMP / "scene2")})
     except Exception:
         report["error"] = traceback.format_exc()
-    with open(os.environ["RLC_GUI_REPORT"], "w") as f:
-        json.dump(report, f, indent=2)
+    report["done"] = True
+    save("done")
     os._exit(0)
 
 
