@@ -183,43 +183,39 @@ def _set_small_components(labelled: np.ndarray, min_px: int, structure: np.ndarr
             target[box][pixels] = value
 
 
-def skeletonize_components(mask: np.ndarray) -> np.ndarray:
-    """``skimage.morphology.skeletonize(mask)``, computed only on the bounding boxes of its components.
+#: Tiles of :func:`skeletonize_tiled` and their least context. 96 px of context reproduced the whole-array
+#: skeleton bit for bit on every mask tried (the benchmark's 67 Mpix city grid with blobs and 45-degree
+#: avenues, the sample scene, SpaceNet); 64 px changed 5 pixels of one 4096 px block, 40 px a few per block.
+SKELETON_TILE_PX = 768
+SKELETON_HALO_PX = 96
 
-    Zhang-Suen thinning decides each pixel from its 3 x 3 neighbourhood, and two 8-connected
-    components never share a neighbourhood, so each component thins exactly as it would in the whole
-    array; a component that has stopped changing stays unchanged while others are still thinned. The
-    result is therefore bit-identical to the full-array call (tested on random masks and real data),
-    but empty space is not scanned on every pass, and a small component does not pay for the many
-    passes a wide one needs. Components are taken largest box first; every component lying wholly
-    inside an already thinned box is done with it, so a road network spanning the block costs one call.
+
+def skeletonize_tiled(mask: np.ndarray, tile: int = SKELETON_TILE_PX, halo: int = SKELETON_HALO_PX) -> np.ndarray:
+    """Zhang-Suen skeleton of ``mask`` computed tile by tile, each tile thinned with ``halo`` px of context.
+
+    Why: thinning repeats passes over its whole input until nothing changes, so one wide blob anywhere in a
+    4096 px block made every pixel of the block pay for its many passes. Thinning is local (a pixel's fate
+    depends on the mask within a few road widths), so each tile stops when its own roads are thin, and its
+    data stays in the CPU cache: about 1.45x faster on the benchmark's city grid. It is the assumption the
+    blocks of :func:`build_road_graph` make at their seams, with a wider margin; tiles without a road pixel
+    are skipped. Not exact in theory (thinning effects can travel far inside very wide blobs), exact in
+    practice on road masks: tests compare it with the whole-array skeleton on real and synthetic masks.
     """
-    from scipy import ndimage
     from skimage.morphology import skeletonize
 
+    H, W = mask.shape
+    if H <= tile + halo and W <= tile + halo:
+        return np.asarray(skeletonize(mask), dtype=bool)  # type: ignore[no-untyped-call]
     out = np.zeros(mask.shape, dtype=bool)
-    labels, count = ndimage.label(mask, structure=_EIGHT)
-    if count == 0:
-        return out
-    boxes = ndimage.find_objects(labels)
-    r0 = np.array([b[0].start for b in boxes])
-    r1 = np.array([b[0].stop for b in boxes])
-    c0 = np.array([b[1].start for b in boxes])
-    c1 = np.array([b[1].stop for b in boxes])
-    done = np.zeros(count, dtype=bool)
-    for i in np.argsort(-(r1 - r0) * (c1 - c0), kind="stable").tolist():
-        if done[i]:
-            continue
-        box = boxes[i]
-        thin = skeletonize(mask[box]).astype(bool, copy=False)  # type: ignore[no-untyped-call]
-        inside = (r0 >= r0[i]) & (r1 <= r1[i]) & (c0 >= c0[i]) & (c1 <= c1[i])
-        overlapping = (r0 < r1[i]) & (r1 > r0[i]) & (c0 < c1[i]) & (c1 > c0[i])
-        if (overlapping & ~inside).any():
-            # Components cut by this box were thinned wrongly here: keep only those wholly inside.
-            keep = np.concatenate([[False], inside])
-            thin &= keep[labels[box]]
-        out[box] |= thin
-        done |= inside
+    for r in range(0, H, tile):
+        for c in range(0, W, tile):
+            r1, c1 = min(H, r + tile), min(W, c + tile)
+            if not mask[r:r1, c:c1].any():
+                continue
+            pr0, pc0 = max(0, r - halo), max(0, c - halo)
+            pr1, pc1 = min(H, r1 + halo), min(W, c1 + halo)
+            thin = skeletonize(mask[pr0:pr1, pc0:pc1])  # type: ignore[no-untyped-call]
+            out[r:r1, c:c1] = thin[r - pr0:r1 - pr0, c - pc0:c1 - pc0]
     return out
 
 
@@ -272,12 +268,13 @@ def _block_graph(src: Any, cfg: VectorizeConfig, r0: int, c0: int, r1: int, c1: 
     # (which would cost APLS control points at every edge crossing). Seams inside the raster already
     # have real context from the overlap.
     pads = ((overlap - (r0 - pr0), overlap - (pr1 - r1)), (overlap - (c0 - pc0), overlap - (pc1 - c1)))
+    halo = max(SKELETON_HALO_PX, overlap)
     if any(v > 0 for pair in pads for v in pair):
         padded = np.pad(mask, pads, mode="symmetric")
-        thin = skeletonize_components(padded)
+        thin = skeletonize_tiled(padded, halo=halo)
         skel = thin[pads[0][0]: pads[0][0] + mask.shape[0], pads[1][0]: pads[1][0] + mask.shape[1]].astype(bool)
     else:
-        skel = skeletonize_components(mask)
+        skel = skeletonize_tiled(mask, halo=halo)
     # The core plus a one-pixel ring (where the raster has one) is what the graph is built from.
     er0, ec0 = max(0, r0 - 1), max(0, c0 - 1)
     er1, ec1 = min(H, r1 + 1), min(W, c1 + 1)
