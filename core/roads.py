@@ -204,7 +204,7 @@ def skeletonize_tiled(mask: np.ndarray, tile: int = SKELETON_TILE_PX, halo: int 
     from skimage.morphology import skeletonize
 
     H, W = mask.shape
-    if H <= tile + halo and W <= tile + halo:
+    if max(H, W) <= tile + halo:
         return np.asarray(skeletonize(mask), dtype=bool)  # type: ignore[no-untyped-call]
     out = np.zeros(mask.shape, dtype=bool)
     for r in range(0, H, tile):
