@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
+import io
 import json
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -68,27 +68,29 @@ def save_package(path: str | Path, definition: dict[str, Any], state_dict: dict[
         raise ModelPackageError(f"model definition lacks {', '.join(missing)}")
     final = Path(path)
     zipped = as_zip if as_zip is not None else final.suffix.lower() == ".zip"
-    with tempfile.TemporaryDirectory(prefix="rlc-model-") as work:
-        folder = Path(work) / "package"
-        folder.mkdir()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-        torch.save(tensors, folder / WEIGHTS_PT)
-        full = {
-            **definition,
-            "format": FORMAT,
-            "version": VERSION,
-            "weights": {"file": WEIGHTS_PT, "sha256": _sha256(folder / WEIGHTS_PT)},
-            "software": {**definition.get("software", {}), "road_landcover": __version__, "torch": torch.__version__},
-            "created": definition.get("created") or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        (folder / DEFINITION).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
-        with atomic_output(final) as tmp:
-            if zipped:
-                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-                    for item in sorted(folder.iterdir()):
-                        zf.write(item, item.name)
-            else:
-                shutil.copytree(folder, tmp)
+    # Serialised in memory (the state dict is in memory already), so nothing is staged outside the output's
+    # own temporary name: a full disk or an unwritable folder is reported for the output, and /tmp never fills.
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, buffer)
+    weights = buffer.getbuffer()
+    full = {
+        **definition,
+        "format": FORMAT,
+        "version": VERSION,
+        "weights": {"file": WEIGHTS_PT, "sha256": hashlib.sha256(weights).hexdigest()},
+        "software": {**definition.get("software", {}), "road_landcover": __version__, "torch": torch.__version__},
+        "created": definition.get("created") or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    text = json.dumps(full, indent=2) + "\n"
+    with atomic_output(final) as tmp:
+        if zipped:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr(DEFINITION, text)
+                zf.writestr(WEIGHTS_PT, weights)  # type: ignore[arg-type]
+        else:
+            tmp.mkdir()
+            (tmp / WEIGHTS_PT).write_bytes(weights)
+            (tmp / DEFINITION).write_text(text, encoding="utf-8")
     return final
 
 

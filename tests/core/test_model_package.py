@@ -37,6 +37,27 @@ def test_round_trip_folder_and_zip(tmp_path: Path) -> None:
         assert pkg.output_values == [1, 2]
 
 
+def test_saving_stages_nothing_outside_the_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full or missing temporary folder must not break saving: only the output's own folder is written."""
+    import hashlib
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no such folder"))
+    out = tmp_path / "out"
+    out.mkdir()
+    model = _model()
+    for target in (out / "pkg", out / "pkg.zip"):
+        save_package(target, DEFINITION, model.state_dict())
+    assert sorted(p.name for p in out.iterdir()) == ["pkg", "pkg.zip"]
+    assert sorted(p.name for p in (out / "pkg").iterdir()) == ["model.json", "weights.pt"]
+    definition = json.loads((out / "pkg" / "model.json").read_text())
+    weights = (out / "pkg" / "weights.pt").read_bytes()
+    assert definition["weights"]["sha256"] == hashlib.sha256(weights).hexdigest()
+    with zipfile.ZipFile(out / "pkg.zip") as zf:
+        assert zf.namelist() == ["model.json", "weights.pt"]
+        assert zf.read("weights.pt") == weights
+
+
 def test_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
     save_package(tmp_path / "pkg", DEFINITION, _model().state_dict())
     marker = tmp_path / "pwned"

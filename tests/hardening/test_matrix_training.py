@@ -85,7 +85,7 @@ def test_training_output_problems(folder: Path, tmp_path: Path, monkeypatch: pyt
     # disk full while the package is written: the previous package stays, no temporary remains
     import core.model_package
 
-    disk_full(monkeypatch, core.model_package.zipfile.ZipFile, "write", after=1)
+    disk_full(monkeypatch, core.model_package.zipfile.ZipFile, "writestr", after=1)
     with pytest.raises(OutputError, match="disk is full.*free some space"):
         train_model(folder, tmp_path / "m.zip", TrainConfig(**TINY))
     with pytest.raises(OutputError, match="disk is full"):
