@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Protocol, TextIO, runtime_checkable
+from typing import Any, Protocol, TextIO, runtime_checkable
 
 from .errors import CanceledError
 
 
 @runtime_checkable
 class Feedback(Protocol):
-    """What core needs from whoever runs it."""
+    """What core needs from whoever runs it.
+
+    Training also calls ``epoch(row)`` on a feedback that has such a method (optional, so plain feedbacks
+    stay valid): ``row`` is the per-epoch table row as numbers (``epoch``, ``train_loss``, ``valid_loss``,
+    ``accuracy``, ``miou``/``road_iou``, ``seconds``, ``lr``, ``batch_size``, ``best``), for tables and
+    live charts that should not parse the log line.
+    """
 
     def set_progress(self, percent: float) -> None:
         """Report progress in percent (0-100)."""
@@ -99,3 +105,10 @@ def check_canceled(feedback: Feedback, what: str = "") -> None:
     """Raise :class:`CanceledError` when the user asked to stop."""
     if feedback.is_canceled():
         raise CanceledError(f"canceled{': ' + what if what else ''}")
+
+
+def report_epoch(feedback: Any, row: dict[str, Any]) -> None:
+    """Hand a per-epoch row to ``feedback.epoch`` when the feedback has one (see :class:`Feedback`)."""
+    on_epoch = getattr(feedback, "epoch", None)
+    if callable(on_epoch):
+        on_epoch(dict(row))

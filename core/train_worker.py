@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import CanceledError, ConfigError, RoadLandcoverError
-from .progress import Feedback, NullFeedback
+from .progress import Feedback, NullFeedback, report_epoch
 
 TAG = "@RLC "
 EXIT_OK, EXIT_CRASH, EXIT_ERROR, EXIT_CANCELED = 0, 1, 2, 130
@@ -334,6 +334,8 @@ def run_worker(folder: str | Path, output: str | Path, config: Any, feedback: Fe
             fb.info(str(event.get("message", "")))
         elif kind == "warning":
             fb.warning(str(event.get("message", "")))
+        elif kind == "epoch":
+            report_epoch(fb, {k: v for k, v in event.items() if k != "event"})
         elif kind == "done":
             done = event
         elif kind == "error":

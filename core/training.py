@@ -47,7 +47,7 @@ from .datasets import (
 from .errors import CanceledError, ConfigError, ModelPackageError
 from .losses import IGNORE_INDEX, LOSSES, make_loss
 from .outputs import atomic_output, prepare_output
-from .progress import Feedback, NullFeedback
+from .progress import Feedback, NullFeedback, report_epoch
 
 MONITORS = ("auto", "valid_loss", "miou", "road_iou", "accuracy")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -755,6 +755,8 @@ class Trainer:
                     bad_epochs += 1
                 self._save_checkpoints(epoch + 1, improved)
                 self.emit("epoch", **row, best=improved)
+                if self.dist.main:
+                    report_epoch(self.fb, {**row, "best": improved})
                 self.info("epoch " + ", ".join(f"{k} {v}" for k, v in row.items()) + (" (best)" if improved else ""))
                 if cfg.patience and bad_epochs >= cfg.patience:
                     stopped = "early_stopping"

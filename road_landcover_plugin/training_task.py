@@ -37,13 +37,12 @@ class _TaskFeedback:
         self.task.log.append(message)
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Info)
         self.task.logLine.emit(message)
-        if message.startswith("epoch "):
-            row: dict[str, str] = {}
-            for part in message[len("epoch "):].replace(" (best)", "").split(", "):
-                key, _, value = part.partition(" ")
-                row[key] = value
-            self.task.rows.append(row)
-            self.task.epochEnded.emit(row)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        """The worker's structured per-epoch row (core.progress.report_epoch), as the table's strings."""
+        text = {k: str(v) for k, v in row.items()}
+        self.task.rows.append(text)
+        self.task.epochEnded.emit(text)
 
     def warning(self, message: str) -> None:
         self.task.log.append("warning: " + message)

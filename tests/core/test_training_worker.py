@@ -31,6 +31,7 @@ class Recorder:
         self.messages: list[str] = []
         self.cancel_on_epoch = cancel_on_epoch
         self.canceled = False
+        self.epochs: list[dict[str, Any]] = []
 
     def set_progress(self, percent: float) -> None:
         self.progress.append(percent)
@@ -45,6 +46,9 @@ class Recorder:
 
     def warning(self, message: str) -> None:
         self.messages.append(message)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        self.epochs.append(row)
 
 
 def test_parse_line() -> None:
@@ -63,6 +67,11 @@ def test_worker_streams_progress_and_returns_the_result(folder: Path, tmp_path: 
     assert (tmp_path / "m.zip").is_file() and Path(done["report_dir"], "history.csv").is_file()
     assert fb.progress and max(fb.progress) == 100
     assert any(m.startswith("epoch epoch 1, train_loss") for m in fb.messages)
+    # The per-epoch row also arrives structured (numbers, not a log line to parse), once per epoch.
+    assert len(fb.epochs) == 1
+    row = fb.epochs[0]
+    assert row["epoch"] == 1 and isinstance(row["train_loss"], float) and row["train_loss"] > 0
+    assert 0 <= row["miou"] <= 1 and row["best"] is True and "event" not in row
 
 
 def test_worker_errors_come_back_as_core_errors(tmp_path: Path) -> None:
