@@ -46,6 +46,15 @@ def _remove_with_sidecars(path: Path) -> None:
             p.unlink()
 
 
+def leave_process_group() -> None:
+    """Destroy the default process group if one is up (a process exiting with gloo alive may abort)."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def classify_distributed(config: ClassifyConfig, feedback: Feedback | None = None,
                          backend: str | None = None) -> ClassifyResult | None:
     """Classify with every rank of the (possibly new) default process group; rank 0 gets the result.
@@ -56,6 +65,23 @@ def classify_distributed(config: ClassifyConfig, feedback: Feedback | None = Non
         backend: process group backend when the group is not initialised yet (default: nccl with
             CUDA, gloo otherwise).
     """
+    import torch
+    import torch.distributed as dist
+
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
+    try:
+        return _classify_in_group(config, feedback)
+    finally:
+        # A process that exits with its gloo group alive aborted now and then ("terminate called without
+        # an active exception", SIGABRT) after the output was complete: leave the group before returning.
+        if owns_group:
+            leave_process_group()
+
+
+def _classify_in_group(config: ClassifyConfig, feedback: Feedback | None) -> ClassifyResult | None:
+    """:func:`classify_distributed` inside an initialised process group."""
     import rasterio
     import torch
     import torch.distributed as dist
@@ -65,8 +91,6 @@ def classify_distributed(config: ClassifyConfig, feedback: Feedback | None = Non
     from .inference import write_category_names
     from .outputs import atomic_output
 
-    if not dist.is_initialized():
-        dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
     rank, world = dist.get_rank(), dist.get_world_size()
     device = config.device
     if torch.cuda.is_available() and device in ("auto", "cuda"):

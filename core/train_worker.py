@@ -213,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RoadLandcoverError as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        from .distributed import leave_process_group
+
+        leave_process_group()  # torchrun (DDP) workers: leave the gloo/nccl group before exiting
 
 
 # --------------------------------------------------------------------------- client side
