@@ -32,11 +32,15 @@ _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 
 
 def gdal_profile(data_shape: tuple[int, int, int], dtype: str, transform: Affine, crs: Any,
                  nodata: float | None) -> dict[str, Any]:
-    """The rasterio creation profile of a TIFF chip (uncompressed, pixel-interleaved up to 4 bands)."""
+    """The rasterio creation profile of a TIFF chip (uncompressed, band-interleaved).
+
+    Band interleave stores the pixels in the (bands, rows, cols) order that reading and training use, so
+    neither the export nor the training loader reorders them (pixel interleave cost 0.15 ms per chip to read).
+    """
     count, height, width = data_shape
     profile: dict[str, Any] = {"driver": "GTiff", "width": width, "height": height, "count": count,
                                "dtype": dtype, "crs": crs, "transform": transform,
-                               "interleave": "pixel" if count <= 4 else "band"}
+                               "interleave": "band"}
     if count != 3:
         # Otherwise GDAL tags the 2nd/4th band of 8-bit chips as alpha, and QGIS (and any reader that
         # drops alpha) would treat a NIR band as transparency.
@@ -70,9 +74,8 @@ def _gdal_bytes(data: np.ndarray, transform: Affine, crs: Any, nodata: float | N
 
 
 def _payload(data: np.ndarray) -> np.ndarray:
-    """Pixels in file order: (rows, cols, bands) for pixel interleave, (bands, rows, cols) for band."""
-    arr = data.transpose(1, 2, 0) if data.shape[0] <= 4 else data
-    out: np.ndarray = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)
+    """Pixels in file order (band interleave: bands, rows, cols), little-endian and contiguous."""
+    out: np.ndarray = np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<"), copy=False)
     return out
 
 

@@ -174,16 +174,10 @@ def _read_shifted(src: Any, bands: list[int], grid: Grid, offset: tuple[int, int
                   dtype: np.dtype[Any]) -> tuple[np.ndarray, np.ndarray]:
     col, row = offset
     if col >= 0 and row >= 0 and col + grid.width <= src.width and row + grid.height <= src.height:
-        # Inside the raster (the usual chip): read straight into a pixel-interleaved buffer, the layout of
-        # TIFF chips of up to 4 bands, so writing them needs no transpose. The (bands, h, w) view is returned.
+        # Inside the raster (the usual chip): one windowed read, in the band-interleaved layout of the chips.
         window = Window(col, row, grid.width, grid.height)
-        if len(bands) <= 4:
-            buf = np.empty((grid.height, grid.width, len(bands)), dtype=dtype)
-            out: np.ndarray | None = buf.transpose(2, 0, 1)
-        else:
-            out = np.empty((len(bands), grid.height, grid.width), dtype=dtype)
         try:
-            data = src.read(bands, window=window, out=out)
+            data = src.read(bands, window=window)
         except Exception as exc:
             raise RasterReadError(f"cannot read {src.name} at window {window}: {exc}") from exc
         return data, np.zeros(grid.shape, dtype=bool)
