@@ -35,6 +35,14 @@ PRELOADED = ("scipy",)
 STATUS: dict[str, str] = {}
 
 
+def _package_root(package: str) -> Path | None:
+    """The folder of an installed package (without importing it), or None when it is not installed."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def _extension_modules(package: str, root: Path) -> list[str]:
     """Dotted names of the compiled modules inside ``root`` (``_io.cpython-311-x86_64-linux-gnu.so``,
     ``_io.abi3.so``)."""
@@ -50,10 +58,9 @@ def _preload(package: str, deepbind: int) -> str:
     """Load the libraries of ``<package>.libs`` with ``RTLD_DEEPBIND`` before the package loads them."""
     import ctypes
 
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    root = _package_root(package)
+    if root is None:
         return "missing"
-    root = Path(next(iter(spec.submodule_search_locations)))
     libs = sorted((root.parent / f"{root.name}.libs").glob("*.so*"))
     pending, error = list(libs), ""
     while pending:  # their hashed dependencies are found by soname once loaded: load leaves first, by retrying
@@ -89,11 +96,10 @@ def isolate_bundled_libraries(packages: tuple[str, ...] = ISOLATED,
         if package in sys.modules:
             STATUS[package] = "already imported"
             continue
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
+        root = _package_root(package)
+        if root is None:
             STATUS[package] = "missing"
             continue
-        root = Path(next(iter(spec.submodule_search_locations)))
         flags = sys.getdlopenflags()
         sys.setdlopenflags(os.RTLD_NOW | deepbind)
         try:
@@ -117,10 +123,9 @@ def isolate_bundled_libraries(packages: tuple[str, ...] = ISOLATED,
 
 def bundled_version(package: str, library: str) -> str | None:
     """Version of ``library`` (e.g. ``libgdal``) in the wheel's ``<package>.libs`` folder, or None."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    root = _package_root(package)
+    if root is None:
         return None
-    root = Path(next(iter(spec.submodule_search_locations)))
     for lib in sorted((root.parent / f"{root.name}.libs").glob(f"{library}-*.so.*")):
         match = re.search(r"(\d+\.\d+\.\d+)$", lib.name)
         if match:
