@@ -101,6 +101,27 @@ def _origin_offsets(header: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _write_parts(path: str | Path, parts: list[Any]) -> None:
+    """Write ``parts`` as one new file with one ``writev``: no Python file object, no buffering copy.
+
+    A chip is written once and never read back here, so the plain descriptor saves the ``fstat``/``lseek``
+    and buffer handling of ``open()`` (about 0.1 ms per file); a short write (full disk, signals) is finished
+    or raised like ``write`` would.
+    """
+    import os
+
+    total = sum(len(p) for p in parts)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        written = os.writev(fd, parts) if hasattr(os, "writev") else 0  # Windows has no writev
+        if written < total:
+            rest = memoryview(b"".join(parts))[written:]
+            while len(rest):
+                rest = rest[os.write(fd, rest):]
+    finally:
+        os.close(fd)
+
+
 class _Template:
     """GDAL's bytes of one chip layout: prefix (header, with the origin to patch), pixels, suffix."""
 
@@ -189,9 +210,5 @@ class TiffChipWriter:
         if tpl is None:
             write_with_gdal(path, data, transform, self.crs, nodata)
             return
-        payload = _payload(data)
-        with open(path, "wb") as fh:
-            fh.write(tpl.header(transform))
-            fh.write(payload.data.cast("B"))
-            if tpl.suffix:
-                fh.write(tpl.suffix)
+        parts = [tpl.header(transform), _payload(data).data.cast("B")] + ([tpl.suffix] if tpl.suffix else [])
+        _write_parts(path, parts)

@@ -357,3 +357,49 @@ def test_class_names_in_the_class_field_are_numbered_alphabetically(tmp_path: Pa
     assert [(c["value"], c["name"]) for c in desc["classes"]] == [(1, "Forest"), (2, "water")]
     assert res.class_pixels == {1: 1024, 2: 1024}
     assert any("numbered alphabetically: 1 Forest, 2 water" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_band_statistics_equal_the_chips_own(tmp_path: Path, dtype: str) -> None:
+    """dataset.json statistics come from two writer threads merged: they must equal those of all chips."""
+    raster = make_raster(tmp_path / "r.tif", size=96, dtype=dtype)
+    out = tmp_path / "o"
+    export_training_data(ExportConfig(str(raster), str(squares(tmp_path / "l.gpkg")), str(out),
+                                      tile_size_px=(32, 32), stride_px=(16, 16), only_tiles_with_features=False))
+    desc = json.loads((out / "dataset.json").read_text())
+    chips = np.stack([read(p)[0] for p in sorted((out / "images").glob("*.tif"))])  # (n, bands, h, w)
+    values = chips.transpose(1, 0, 2, 3).reshape(chips.shape[1], -1).astype(np.float64)
+    assert desc["chip_count"] == chips.shape[0] == 25
+    for band, stats in zip(values, desc["bands"]):
+        assert stats["count"] == band.size
+        assert stats["min"] == pytest.approx(band.min()) and stats["max"] == pytest.approx(band.max())
+        assert stats["mean"] == pytest.approx(band.mean(), abs=1e-5)  # dataset.json keeps 6 decimals
+        assert stats["std"] == pytest.approx(band.std(), abs=1e-5)
+        if dtype == "uint8":  # exact histogram: exact percentiles
+            cdf = np.cumsum(np.bincount(band.astype(np.int64), minlength=256)) / band.size
+            assert stats["p2"] == float(np.searchsorted(cdf, 0.02))
+            assert stats["p98"] == float(np.searchsorted(cdf, 0.98))
+        else:  # sampled percentiles: within the distribution's 1-4 % / 96-99.5 % quantiles
+            lo, hi = np.quantile(band, [0.01, 0.04]), np.quantile(band, [0.96, 0.995])
+            assert lo[0] <= stats["p2"] <= lo[1] and hi[0] <= stats["p98"] <= hi[1]
+
+
+def test_band_statistics_merge_keeps_a_full_uniform_sample() -> None:
+    from core.chips import _STATS_SAMPLE, _BandStats
+
+    rng = np.random.default_rng(1)
+    a, b, whole = _BandStats(2, "float32", seed=1), _BandStats(2, "float32", seed=2), _BandStats(2, "float32")
+    chunks = [rng.normal(k, 1.0, (2, 64, 64)).astype(np.float32) for k in range(12)]  # 49152 values per band
+    for k, chunk in enumerate(chunks):
+        (a if k % 2 else b).add_all_valid(chunk)
+        whole.add_all_valid(chunk)
+    a.merge(b)
+    assert a.seen == whole.seen > _STATS_SAMPLE  # values offered to the samples (2048 per chip)
+    np.testing.assert_array_equal(a.count, whole.count)
+    np.testing.assert_allclose(a.sum, whole.sum, rtol=1e-12)
+    np.testing.assert_array_equal(a.min, whole.min)
+    np.testing.assert_array_equal(a.max, whole.max)
+    sample = a.sample[:, :_STATS_SAMPLE]
+    assert not (sample == 0).all(axis=0).any()  # every slot filled from one side or the other
+    # Both halves are represented in proportion: chunk k has mean k, so the sample mean is near 5.5.
+    assert abs(sample.mean() - 5.5) < 0.15
