@@ -39,6 +39,7 @@ CHIP_FORMATS: tuple[str, ...] = ("tif", "png", "jpg")
 STRETCHES: tuple[str, ...] = ("none", "percentile", "minmax")
 RASTER_LABEL_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".asc", ".nc")
 ROAD_IGNORE = 255
+_BYTE_EDGES = np.arange(257)
 _STATS_SAMPLE = 20000  # values kept per band for the percentiles of dataset.json (reservoir sample)
 
 
@@ -344,6 +345,13 @@ class _BandStats:
         self._add(data, valid, all_valid)
 
     def _add(self, data: np.ndarray, valid: np.ndarray | None, all_valid: bool) -> None:
+        if self.hist is not None and all_valid and self.hist_size == 256:
+            # numpy radix-sorts 8-bit values without holding the GIL (bincount holds it), so the statistics
+            # of one writer thread no longer stall the reading thread; counts are the gaps between values.
+            ordered = np.sort(data.reshape(self.nbands, -1), axis=1, kind="stable")
+            for i, band in enumerate(ordered):
+                self.hist[i] += np.diff(np.searchsorted(band, _BYTE_EDGES))
+            return
         if self.hist is not None:
             for i, band in enumerate(data):
                 vals = band.ravel() if all_valid else band[valid]
