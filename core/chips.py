@@ -22,7 +22,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -558,6 +558,16 @@ def _write_chip(path: Path, data: np.ndarray, transform: Any, crs: Any, nodata: 
             dst.write(data)
 
 
+class _ChipFile(NamedTuple):
+    """One file of a chip: where, what, its nodata and format; ``compress`` for single-band label chips."""
+
+    path: Path
+    data: np.ndarray
+    nodata: float | None
+    fmt: str
+    compress: bool = False
+
+
 class _ChipSink:
     """Writes chips and accumulates their band statistics on background threads.
 
@@ -585,25 +595,26 @@ class _ChipSink:
         self.pending: deque[Future[None]] = deque()
         self.submitted = 0
 
-    def submit(self, files: list[tuple[Path, np.ndarray, float | None, str]], transform: Any, stored: np.ndarray,
+    def submit(self, files: list[_ChipFile], transform: Any, stored: np.ndarray,
                valid: np.ndarray | None) -> None:
         if self.tiff is not None:
-            for _, data, nodata, fmt in files:  # templates are made here, on the thread that owns GDAL's env
-                if fmt == "tif":
-                    self.tiff.template(data.shape, str(data.dtype), transform, nodata)  # type: ignore[arg-type]
+            for f in files:  # templates are made here, on the thread that owns GDAL's env
+                if f.fmt == "tif":
+                    self.tiff.template(f.data.shape, str(f.data.dtype), transform, f.nodata,  # type: ignore[arg-type]
+                                       f.compress and f.data.shape[0] == 1)
         while len(self.pending) >= self.max_pending:
             self.pending.popleft().result()
         k = self.submitted % len(self.pools)
         self.submitted += 1
         self.pending.append(self.pools[k].submit(self._work, files, transform, stored, valid, self.partial[k]))
 
-    def _work(self, files: list[tuple[Path, np.ndarray, float | None, str]], transform: Any, stored: np.ndarray,
+    def _work(self, files: list[_ChipFile], transform: Any, stored: np.ndarray,
               valid: np.ndarray | None, stats: _BandStats) -> None:
-        for path, data, nodata, fmt in files:
-            if fmt == "tif" and self.tiff is not None:
-                self.tiff.write(path, data, transform, nodata)
+        for f in files:
+            if f.fmt == "tif" and self.tiff is not None:
+                self.tiff.write(f.path, f.data, transform, f.nodata, f.compress)
             else:
-                _write_chip(path, data, transform, self.crs, nodata, fmt)
+                _write_chip(f.path, f.data, transform, self.crs, f.nodata, f.fmt)
         if valid is None:
             stats.add_all_valid(stored)
         else:
@@ -813,13 +824,13 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
                 else:
                     stored = data
                 name = f"{len(rows):06d}"
-                files: list[tuple[Path, np.ndarray, float | None, str]] = [
-                    (dirs["images"] / f"{name}.{ext}", stored, image_nodata, ext),
-                    (dirs["labels"] / f"{name}.{label_ext}", label[None], None, label_ext)]
+                files = [_ChipFile(dirs["images"] / f"{name}.{ext}", stored, image_nodata, ext),
+                         _ChipFile(dirs["labels"] / f"{name}.{label_ext}", label[None], None, label_ext, True)]
                 if orient is not None:
-                    files.append((dirs["orientation"] / f"{name}.{label_ext}", orient[None], None, label_ext))
+                    files.append(_ChipFile(dirs["orientation"] / f"{name}.{label_ext}", orient[None], None, label_ext,
+                                           True))
                 if speed_bands is not None:
-                    files.append((dirs["speed"] / f"{name}.tif", speed_bands, None, "tif"))
+                    files.append(_ChipFile(dirs["speed"] / f"{name}.tif", speed_bands, None, "tif"))
                 sink.submit(files, grid.transform, stored, ~invalid if any_invalid else None)
                 if cfg.label_mode == "road_speed_continuous":
                     counts = np.array([counts[0], counts[1:255].sum()])

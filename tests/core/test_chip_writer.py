@@ -62,3 +62,32 @@ def test_slow_path_when_disabled(tmp_path):  # type: ignore[no-untyped-def]
     with rasterio.open(tmp_path / "a.tif") as src:
         np.testing.assert_array_equal(src.read(), data)
         assert src.transform == t
+
+
+@pytest.mark.parametrize(("crs", "angle"), [("EPSG:32633", 0.0), ("EPSG:4326", 0.0), ("EPSG:3857", 30.0)])
+def test_compressed_label_chips_read_back_as_gdal_writes_them(tmp_path, crs, angle):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(5)
+    writer = TiffChipWriter(rasterio.crs.CRS.from_user_input(crs))
+    for k in range(3):
+        grid = rotated_grid(Grid(Affine(0.5, 0, 500000.25 + 31 * k, 0, -0.5, 5200000.75 - 7 * k), 96, 80), angle)
+        data = np.zeros((1, 80, 96), dtype="uint8")
+        data[0, 10 * k:, 20:] = k + 1
+        data[0, :, 5 + k] = rng.integers(0, 9, 80)  # a noisy column
+        fast, ref = tmp_path / f"fast{k}.tif", tmp_path / f"ref{k}.tif"
+        writer.write(fast, data, grid.transform, None, compress=True)
+        write_with_gdal(ref, data, grid.transform, writer.crs, None, compress=True)
+        assert writer.template(data.shape, "uint8", grid.transform, None, True) is not None
+        with rasterio.open(fast) as a, rasterio.open(ref) as b:
+            assert a.profile == b.profile and a.compression.value == "DEFLATE"
+            assert a.transform == grid.transform and a.crs == b.crs and a.colorinterp == b.colorinterp
+            np.testing.assert_array_equal(a.read(), data)
+        assert fast.stat().st_size < data.nbytes / 4
+
+
+def test_compress_is_ignored_for_many_bands(tmp_path):  # type: ignore[no-untyped-def]
+    writer = TiffChipWriter(rasterio.crs.CRS.from_epsg(32633))
+    data = np.ones((3, 16, 16), dtype="uint8")
+    writer.write(tmp_path / "a.tif", data, Affine(1, 0, 0, 0, -1, 16), compress=True)
+    with rasterio.open(tmp_path / "a.tif") as src:
+        assert src.compression is None
+        np.testing.assert_array_equal(src.read(), data)

@@ -95,6 +95,7 @@ def test_folder_contract_and_georeferencing(tmp_path: Path) -> None:
     img, prof = read(out / "images" / "000000.tif")
     lab, lprof = read(out / "labels" / "000000.tif")
     assert img.shape == (3, 32, 32) and lab.dtype == np.uint8 and lab.shape == (1, 32, 32)
+    assert prof.get("compress") is None and lprof["compress"] == "deflate"  # labels: one DEFLATE strip
     assert prof["transform"] == Affine(1, 0, 500000, 0, -1, 5200000) == lprof["transform"]
     assert prof["crs"].to_epsg() == 32633
     with rasterio.open(raster) as src:
