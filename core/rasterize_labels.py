@@ -138,15 +138,16 @@ class LabelIndex:
         for all_touched in (False, True):
             sel = burn_touched == all_touched
             if sel.any():
-                shapes = [(g, float(v)) for g, v in zip(pixel[sel], self.values[order][sel]) if not g.is_empty]
-                if not shapes:
+                keep = ~shapely.is_empty(pixel[sel])
+                geoms = pixel[sel][keep]
+                if not len(geoms):
                     continue
+                vals = [float(v) for v in self.values[order][sel][keep]]
                 # Polygons by pixel centre: the numpy scanline fill gives GDAL's pixels without rasterio's
                 # per-call cost; it declines (burning nothing) anything it does not reproduce exactly.
-                if not all_touched and self.scanline and burn_polygons(out, [g for g, _ in shapes],
-                                                                       [v for _, v in shapes]):
+                if not all_touched and self.scanline and burn_polygons(out, geoms, vals):
                     continue
-                rasterize(shapes, out=out, transform=Affine.identity(), all_touched=all_touched)
+                rasterize(list(zip(geoms, vals)), out=out, transform=Affine.identity(), all_touched=all_touched)
         return out
 
 

@@ -15,19 +15,18 @@ filling pixels. This module redoes GDAL 3.10's polygon rule (``GDALdllImageFille
   on that row when it runs right to left after GDAL has turned its ring clockwise (GDAL turns every ring,
   holes included, clockwise by ``OGRLineString::isClockwise`` on the coordinates as given, y up).
 
-Filling: the pairs of a row cover the columns left of an odd number of its crossings, so each crossing
-``x`` looks up the bit-packed row "columns >= x" of a table, the rows of one polygon are XORed together
-(``reduceat``) and unpacked into a byte mask: a few whole-array calls per chip, whatever the number of
-spans.
+Filling: each crossing ``x`` looks up the bit-packed row "columns >= x" of a table; a pair's two rows
+XORed are its span, the disjoint spans of one row XOR-reduce into the row's coverage, and one unpack gives
+the byte masks: a few whole-array calls per chip, whatever the number of spans or polygons.
 
-Anything it is not sure to reproduce (another geometry type, a dtype GDAL would round or clip the burn
-value into, coordinates near C ``int`` overflow) makes :func:`burn_polygons` burn nothing and return False,
-so the caller goes through GDAL instead. ``tests/core/test_scanline.py`` checks equality with rasterio.
+Anything it is not sure to reproduce (another geometry type, a value GDAL would round or clamp into the
+dtype, coordinates near C ``int`` overflow) or that would take much memory makes :func:`burn_polygons`
+burn nothing and return False, so the caller goes through GDAL instead. ``tests/core/test_scanline.py``
+checks equality with rasterio; ``bench/scanline.py`` measures both.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -40,14 +39,15 @@ __all__ = ["burn_polygons"]
 # Output dtypes rasterio's rasterize accepts and this module writes exactly like GDAL.
 _DTYPES = frozenset(np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
                                          "float64"))
-_INT_RANGE = {d: (float(np.iinfo(d).min), float(np.iinfo(d).max)) for d in _DTYPES if d.kind in "ui"}
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # GDAL casts the row range and every crossing to a C int; far from that, this module and GDAL agree.
 _MAX_COORD = float(2 ** 30)
 # Widest raster handled (the crossing table is (W + 1) x W bits: 8 MiB at 8192); wider goes to GDAL.
 _MAX_WIDTH = 8192
 _POLYGON, _MULTIPOLYGON = 3, 6  # shapely type ids
 _ORIENTATION_EPS = 1e-5  # OGR's EPSILON in isClockwise
+# Edge crossings handled at once (a few arrays of 8 bytes each); more goes to GDAL.
+_MAX_CROSSINGS = 1 << 21
+_BITWISE_BLEND_SIZE = 8192  # pixels above which a uint8 mask is blended with bitwise operations
 
 
 def burn_polygons(out: np.ndarray, geoms_px: Sequence[Any], values: Sequence[float]) -> bool:
@@ -57,8 +57,8 @@ def burn_polygons(out: np.ndarray, geoms_px: Sequence[Any], values: Sequence[flo
     ``rasterio.features.rasterize(..., transform=Affine.identity(), all_touched=False)``. Empty
     geometries are skipped. Returns False, having burned nothing, when a geometry is not a Polygon or
     MultiPolygon, a value does not fit ``out``'s dtype exactly, ``out``'s dtype is not one GDAL burns
-    as-is, ``out`` is wider than 8192 columns, or coordinates are not finite or beyond 2**30: the caller
-    then falls back to rasterio.
+    as-is, ``out`` is wider than 8192 columns, coordinates are not finite or beyond 2**30, or the edges
+    cross the rows more than 2**21 times (a huge zigzag; memory): the caller then falls back to rasterio.
     """
     if out.ndim != 2 or out.dtype not in _DTYPES or len(geoms_px) != len(values) or out.shape[1] > _MAX_WIDTH:
         return False
@@ -71,8 +71,12 @@ def burn_polygons(out: np.ndarray, geoms_px: Sequence[Any], values: Sequence[flo
     polygonal = [t in (_POLYGON, _MULTIPOLYGON) for t in types]
     if not all(p or g.is_empty for p, g in zip(polygonal, geoms)):
         return False
-    burn = [_burn_value(v, out.dtype) for v in values]
-    if any(v is None for v in burn):
+    if _MULTIPOLYGON in types:  # rasterio skips (with a warning) a multipolygon whose first part is empty
+        multi = geoms[[t == _MULTIPOLYGON for t in types]]
+        if (shapely.is_empty(shapely.get_geometry(multi, 0)) & ~shapely.is_empty(multi)).any():
+            return False
+    burn = _burn_values(values, out.dtype)
+    if burn is None:
         return False
     height, width = out.shape
     if height == 0 or width == 0:
@@ -90,19 +94,36 @@ def burn_polygons(out: np.ndarray, geoms_px: Sequence[Any], values: Sequence[flo
     same_ring = point_ring[1:] == point_ring[:-1]
     edge_part = ring_part[point_ring[:-1]]
     n_parts = len(parts)
-    row_part, row, packed = _crossing_rows(coords, same_ring, edge_part, n_parts, height, width)
+    crossings = _crossing_rows(coords, same_ring, edge_part, n_parts, height, width)
+    if crossings is None:
+        return False
+    row_part, row, packed = crossings
     h_part, h_row, h_a, h_b = _horizontal_spans(coords, point_ring, same_ring, edge_part, height, width)
 
     part_start = np.searchsorted(part_geom, np.arange(n_geoms + 1))
-    bounds = np.searchsorted(row_part, part_start).tolist()
+    bounds_a = np.searchsorted(row_part, part_start)
+    bounds = bounds_a.tolist()
+    parts_of = part_start.tolist()
+    first_row: list[int] = []
+    last_row: list[int] = []
+    masks = packed
+    if len(row):  # first and last row of each geometry, for the usual one part without gaps
+        first_row = row[np.minimum(bounds_a[:-1], len(row) - 1)].tolist()
+        last_row = row[np.maximum(bounds_a[1:] - 1, 0)].tolist()
+        masks = _unpack(packed, width)  # one call for every geometry
+    horizontal = list(zip(h_part.tolist(), h_row.tolist(), h_a.tolist(), h_b.tolist()))
     for g in range(n_geoms):
         lo, hi = bounds[g], bounds[g + 1]
+        p0, p1 = parts_of[g], parts_of[g + 1]
         if hi > lo:
-            _blend(out, row[lo:hi], packed[lo:hi], int(part_start[g + 1] - part_start[g]) > 1, width, burn[g])
-        if len(h_part):  # rare: horizontal edges exactly on a row centre
-            for p, y, a, b in zip(h_part.tolist(), h_row.tolist(), h_a.tolist(), h_b.tolist()):
-                if part_start[g] <= p < part_start[g + 1]:
-                    out[y, a:b] = burn[g]
+            if p1 - p0 == 1 and last_row[g] - first_row[g] == hi - lo - 1:
+                _apply(out[first_row[g]:last_row[g] + 1], masks[lo:hi], burn[g])
+            else:
+                first, merged = _merge_rows(row[lo:hi], packed[lo:hi], p1 - p0 > 1)
+                _apply(out[first:first + len(merged)], _unpack(merged, width), burn[g])
+        for p, y, a, b in horizontal:  # rare: horizontal edges exactly on a row centre
+            if p0 <= p < p1:
+                out[y, a:b] = burn[g]
     return True
 
 
@@ -130,8 +151,10 @@ def _ring_coordinates(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _crossing_rows(coords: np.ndarray, same_ring: np.ndarray, edge_part: np.ndarray, n_parts: int,
-                   height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Part, row and bit-packed coverage of every (part, row) with edge crossings, sorted by part then row.
+
+    None when there are more than ``_MAX_CROSSINGS`` crossings (memory: GDAL streams them row by row).
 
     Row y samples y + 0.5 and counts an edge when ylo <= y + 0.5 < yhi, i.e. rows ceil(ylo - 0.5) up to
     ceil(yhi - 0.5) - 1: subtracting 0.5 is exact for 0.5 <= |y| < 2**52, and below 0.5 only the clamp to
@@ -152,6 +175,8 @@ def _crossing_rows(coords: np.ndarray, same_ring: np.ndarray, edge_part: np.ndar
     np.maximum(count_f, 0.0, out=count_f)
     count = count_f.astype(np.int64)
     total = int(count.sum())
+    if total > _MAX_CROSSINGS:
+        return None
     if not total:
         return (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64),
                 np.empty((0, (width + 63) // 64), dtype=np.uint64))
@@ -186,26 +211,29 @@ def _crossing_rows(coords: np.ndarray, same_ring: np.ndarray, edge_part: np.ndar
     return part, group_i - part * height, packed
 
 
-def _blend(out: np.ndarray, rows: np.ndarray, packed: np.ndarray, several_parts: bool, width: int,
-           value: Any) -> None:
-    """Burn ``value`` where the bit-packed rows are set (rows sorted per part; parts are OR-ed together)."""
-    if several_parts:
-        first, last = int(rows.min()), int(rows.max())
-        union = np.zeros((last - first + 1, packed.shape[1]), dtype=np.uint64)
-        np.bitwise_or.at(union, rows - first, packed)
-        packed = union
+def _merge_rows(rows: np.ndarray, packed: np.ndarray, several_parts: bool) -> tuple[int, np.ndarray]:
+    """First row and packed coverage of every row from there to the last (parts OR-ed, gaps zero)."""
+    first, last = int(rows.min()), int(rows.max())
+    merged = np.zeros((last - first + 1, packed.shape[1]), dtype=np.uint64)
+    if several_parts:  # a row may come from several parts
+        np.bitwise_or.at(merged, rows - first, packed)
     else:
-        first, last = int(rows[0]), int(rows[-1])
-        if last - first + 1 != len(rows):  # rows without crossings in between
-            spread = np.zeros((last - first + 1, packed.shape[1]), dtype=np.uint64)
-            spread[rows - first] = packed
-            packed = spread
-    mask = np.unpackbits(packed.view(np.uint8), axis=1, count=width, bitorder="little")
-    target = out[first:last + 1]
-    if out.dtype == np.uint8:
-        np.negative(mask, out=mask)  # 1 -> 0xFF
-        target &= ~mask
-        target |= mask & value
+        merged[rows - first] = packed
+    return first, merged
+
+
+def _unpack(packed: np.ndarray, width: int) -> np.ndarray:
+    """Bit-packed rows to a (rows, width) uint8 mask of 0 and 1."""
+    mask: np.ndarray = np.unpackbits(packed.view(np.uint8), axis=1, count=width, bitorder="little")
+    return mask
+
+
+def _apply(target: np.ndarray, mask: np.ndarray, value: Any) -> None:
+    """``target[mask == 1] = value`` (``mask`` holds 0 and 1)."""
+    if target.dtype == np.uint8 and mask.size > _BITWISE_BLEND_SIZE:  # faster on large areas than copyto
+        ones = np.negative(mask)  # 1 -> 0xFF
+        target &= ~ones
+        target |= ones & value
     else:
         np.copyto(target, value, where=mask.view(bool))
 
@@ -275,22 +303,18 @@ def _is_clockwise(ring: np.ndarray) -> bool:
     return total < 0.0
 
 
-def _burn_value(value: float, dtype: np.dtype) -> Any:
-    """The value as a ``dtype`` scalar when it converts exactly (GDAL would round or clamp it), else None."""
+def _burn_values(values: Sequence[float], dtype: np.dtype) -> np.ndarray | None:
+    """The values as ``dtype`` when they all convert exactly (GDAL would round or clamp them), else None."""
     try:
-        v = float(value)
+        wanted = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         return None
-    if not math.isfinite(v):
+    if wanted.ndim != 1:
         return None
-    if dtype.kind in "ui":
-        lo, hi = _INT_RANGE[dtype]
-        if not (lo <= v <= hi) or v != math.floor(v):
-            return None
-    elif dtype == np.float32 and abs(v) > _FLOAT32_MAX:
-        return None
-    converted = dtype.type(v)
-    return converted if float(converted) == v else None
+    with np.errstate(invalid="ignore", over="ignore"):
+        converted = wanted.astype(dtype)
+        exact = converted.astype(np.float64) == wanted  # False for NaN, out of range or rounded
+    return converted if bool(exact.all()) else None
 
 
 @lru_cache(maxsize=8)

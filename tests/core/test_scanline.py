@@ -238,6 +238,7 @@ def test_empty_geometries_are_skipped() -> None:
     ([shapely.LineString([(0, 0), (5, 5)])], [1.0], "uint8", (8, 8)),
     ([shapely.box(0, 0, 4, 4), shapely.Point(2, 2)], [1.0, 2.0], "uint8", (8, 8)),
     ([shapely.GeometryCollection([shapely.box(0, 0, 4, 4)])], [1.0], "uint8", (8, 8)),
+    ([shapely.from_wkt("MULTIPOLYGON (EMPTY, ((1 1, 5 1, 5 5, 1 1)))")], [1.0], "uint8", (8, 8)),  # rasterio skips
     ([shapely.box(0, 0, 4, 4)], [1.5], "uint8", (8, 8)),          # GDAL would round
     ([shapely.box(0, 0, 4, 4)], [300.0], "uint8", (8, 8)),        # GDAL would clamp
     ([shapely.box(0, 0, 4, 4)], [float("nan")], "float32", (8, 8)),
@@ -246,6 +247,8 @@ def test_empty_geometries_are_skipped() -> None:
     ([shapely.box(0, 0, 4, 4)], [1.0], "int64", (8, 8)),
     ([shapely.box(-1e12, 0, 4, 4)], [1.0], "uint8", (8, 8)),     # near C int overflow in GDAL
     ([shapely.box(0, 0, 4, 4)], [1.0], "uint8", (4, 9000)),       # wider than the lookup table
+    ([shapely.Polygon([(x, 300.0 * (x % 2) - 20) for x in np.arange(0, 1e5, 0.5)] + [(1e5, 400.0)])],
+     [1.0], "uint8", (256, 256)),                                 # ~2.6e7 edge crossings: memory
 ])
 def test_declines_what_it_does_not_reproduce(geoms: list[Any], values: list[float], dtype: str,
                                              shape: tuple[int, int]) -> None:
