@@ -47,8 +47,16 @@ def _check(shape: tuple[int, int], geoms: list[Any], values: list[float] | None 
     values = values if values is not None else [float(i + 1) for i in range(len(geoms))]
     expected = _gdal(shape, geoms, values, dtype)
     got = _ours(shape, geoms, values, dtype)
-    if not np.array_equal(got, expected):
-        diff = np.argwhere(got != expected)
+    diff = np.argwhere(got != expected)
+    if len(diff):
+        # A pixel centre exactly on an edge is a tie, and GDAL itself does not always settle it the same way:
+        # in CI, after the demo test had run in the same process, GDAL burned such a pixel that it leaves out
+        # in a fresh process (same geometry, same call; the crossing lands within one ulp of the centre).
+        # Only such ties may differ.
+        boundary = shapely.union_all([g.boundary for g in geoms])
+        centres = shapely.points(diff[:, 1] + 0.5, diff[:, 0] + 0.5)
+        diff = diff[shapely.distance(centres, boundary) > 1e-9]
+    if len(diff):
         raise AssertionError(f"{len(diff)} pixels differ from GDAL, first (row, col) {diff[:5].tolist()}; "
                              f"shape {shape}, geometries {[g.wkt[:300] for g in geoms]}")
     return got
