@@ -573,14 +573,14 @@ class _ChipSink:
 
     GDAL reads (the next chip) and file writes both release the GIL, so overlapping them uses both cores.
     Chip ``k`` goes to writer ``k % workers``: each writer keeps its own statistics, merged into ``stats`` by
-    :meth:`finish`, so the result does not depend on thread timing. Two writers, not one, because creating a
-    new file costs as much kernel time as reading the chip (more on virtual machines that back fresh page-cache
-    pages lazily), so one writer trailed the reader. At most ``max_pending`` chips wait (bounded memory).
+    :meth:`finish`, so the result does not depend on thread timing. One writer is the default: on 2 cores,
+    with compressed label chips and the scanline burner, two writers measured 15 % slower (578 vs 682
+    chips/s, alternating runs), the extra thread only adding contention. At most ``max_pending`` chips wait.
     Errors raised by a writer surface on the next submit or at :meth:`finish`; :meth:`close` drops queued
     chips and waits for the running ones (cancel).
     """
 
-    def __init__(self, tiff: TiffChipWriter | None, crs: Any, stats: _BandStats, workers: int = 2,
+    def __init__(self, tiff: TiffChipWriter | None, crs: Any, stats: _BandStats, workers: int = 1,
                  max_pending: int = 8) -> None:
         from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor
