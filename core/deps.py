@@ -37,6 +37,7 @@ REQUIREMENTS: dict[str, Requirement] = {
         Requirement("shapely", "shapely", "2.0", "shapely>=2.0,<2.1"),
         Requirement("skimage", "scikit-image", "0.21", "scikit-image>=0.21"),
         Requirement("scipy", "scipy", "1.10", "scipy>=1.10"),
+        Requirement("PIL", "pillow", "9.1", "pillow>=9.1"),
         Requirement("torch", "torch", "2.0", "torch>=2.0"),
         Requirement("onnx", "onnx", "1.14", "onnx>=1.14"),
         Requirement("onnxruntime", "onnxruntime", "1.15", "onnxruntime>=1.15"),
@@ -44,7 +45,7 @@ REQUIREMENTS: dict[str, Requirement] = {
 }
 
 #: What the data-handling steps (export, vectorize, evaluate) need.
-GEO_STACK = ("numpy", "rasterio", "pyogrio", "shapely", "skimage", "scipy")
+GEO_STACK = ("numpy", "rasterio", "pyogrio", "shapely", "skimage", "scipy", "PIL")
 #: What the deep-learning steps (train, classify) need on top.
 DL_STACK = (*GEO_STACK, "torch")
 #: What ONNX export needs (optional extra ``.[onnx]``; not part of the plugin's start-up check).

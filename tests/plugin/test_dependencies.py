@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.qgis
 
 GOOD = {"numpy": "1.26.4", "rasterio": "1.3.9", "pyogrio": "0.7.2", "shapely": "2.0.6", "scikit-image": "0.22.0",
-        "scipy": "1.11.4", "torch": "2.3.0"}
+        "scipy": "1.11.4", "pillow": "10.2.0", "torch": "2.3.0"}
 
 
 def test_nothing_missing_means_no_issue_and_no_command() -> None:
