@@ -345,14 +345,8 @@ class _BandStats:
 
     def _add(self, data: np.ndarray, valid: np.ndarray | None, all_valid: bool) -> None:
         if self.hist is not None and all_valid and self.hist_size == 256:
-            # Pillow's C histogram of an 8-bit image, zero-copy over the band: 3x faster than numpy's
-            # bincount, which first widens every value to 64 bits (0.11 vs 0.36 ms for a 4-band 256 px chip).
-            from PIL import Image
-
-            h, w = data.shape[1:]
             for i, band in enumerate(data):
-                img = Image.frombuffer("L", (w, h), np.ascontiguousarray(band), "raw", "L", 0, 1)
-                self.hist[i] += np.asarray(img.histogram(), dtype=np.int64)
+                self.hist[i] += _byte_histogram(band)
             return
         if self.hist is not None:
             for i, band in enumerate(data):
@@ -485,8 +479,23 @@ def _class_counts(label: np.ndarray) -> np.ndarray:
         counts = np.zeros(256, dtype=np.int64)
         counts[lo] = label.size
         return counts
-    out: np.ndarray = np.bincount(label.ravel(), minlength=256)
-    return out
+    return _byte_histogram(label)
+
+
+def _byte_histogram(band: np.ndarray) -> np.ndarray:
+    """Exact counts of the values 0-255 of a 2-D uint8 array.
+
+    Pillow's C histogram, zero-copy over the array: 3x faster than numpy's bincount, which first widens
+    every value to 64 bits (0.11 vs 0.36 ms for the 4 bands of a 256 px chip).
+    """
+    if band.dtype != np.uint8 or band.ndim != 2:
+        out: np.ndarray = np.bincount(band.ravel(), minlength=256)[:256]
+        return out
+    from PIL import Image
+
+    h, w = band.shape
+    img = Image.frombuffer("L", (w, h), np.ascontiguousarray(band), "raw", "L", 0, 1)
+    return np.asarray(img.histogram(), dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- grid

@@ -404,3 +404,15 @@ def test_band_statistics_merge_keeps_a_full_uniform_sample() -> None:
     assert not (sample == 0).all(axis=0).any()  # every slot filled from one side or the other
     # Both halves are represented in proportion: chunk k has mean k, so the sample mean is near 5.5.
     assert abs(sample.mean() - 5.5) < 0.15
+
+
+def test_byte_histogram_is_exact_for_any_layout() -> None:
+    from core.chips import _byte_histogram, _class_counts
+
+    rng = np.random.default_rng(4)
+    for shape in ((256, 256), (1, 7), (33, 5)):
+        a = rng.integers(0, 256, shape).astype(np.uint8)
+        for view in (a, a[:, ::2], a.T):  # contiguous, strided, transposed
+            np.testing.assert_array_equal(_byte_histogram(view), np.bincount(view.ravel(), minlength=256))
+    const = np.full((16, 16), 7, np.uint8)
+    np.testing.assert_array_equal(_class_counts(const), np.bincount(const.ravel(), minlength=256))
