@@ -817,4 +817,16 @@ def train_model(folder: str | Path, output: str | Path, config: TrainConfig | No
             (default: ``<output stem>_training`` beside the package).
         events: optional sink for structured events (start, lr_finder, epoch, oom, done), used by the worker.
     """
-    return Trainer(folder, output, config or TrainConfig(), feedback, report_dir, events).run()
+    import torch.distributed as dist
+
+    # Under torchrun the trainer joins the process group; if it created it, it also leaves it (as distributed
+    # classification does), so a caller that trains in-process does not exit with a live gloo group.
+    owns_group = (int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available()
+                  and not dist.is_initialized())
+    try:
+        return Trainer(folder, output, config or TrainConfig(), feedback, report_dir, events).run()
+    finally:
+        if owns_group:
+            from .distributed import leave_process_group
+
+            leave_process_group()
