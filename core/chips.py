@@ -321,7 +321,6 @@ class _BandStats:
 
     def __init__(self, nbands: int, dtype: str, seed: int = 0) -> None:
         self.nbands = nbands
-        self.dtype = dtype
         self.hist_size = {"uint8": 256, "uint16": 65536}.get(dtype, 0)
         self.hist = np.zeros((nbands, self.hist_size), dtype=np.int64) if self.hist_size else None
         self.count = np.zeros(nbands, dtype=np.int64)
@@ -373,35 +372,6 @@ class _BandStats:
             keep = pos < _STATS_SAMPLE
             self.sample[:, pos[keep]] = take[:, keep]
             self.seen += take.shape[1]
-
-    def merge(self, other: _BandStats) -> None:
-        """Add the pixels another accumulator saw (each chip-writer thread keeps its own).
-
-        Histograms and moments add exactly. The percentile samples are combined in proportion to how many
-        values each side saw, so the result is still a uniform sample of all of them.
-        """
-        if self.hist is not None and other.hist is not None:
-            self.hist += other.hist
-            return
-        self.count += other.count
-        self.sum += other.sum
-        self.sumsq += other.sumsq
-        self.min = np.minimum(self.min, other.min)
-        self.max = np.maximum(self.max, other.max)
-        mine, theirs = min(self.seen, _STATS_SAMPLE), min(other.seen, _STATS_SAMPLE)
-        total = self.seen + other.seen
-        if mine + theirs <= _STATS_SAMPLE:
-            self.sample[:, mine:mine + theirs] = other.sample[:, :theirs]
-        elif total:
-            keep = min(mine, int(round(_STATS_SAMPLE * self.seen / total)))
-            add = min(theirs, _STATS_SAMPLE - keep)
-            keep = min(mine, _STATS_SAMPLE - add)  # keep + add == _STATS_SAMPLE, as mine + theirs exceeds it
-            # Random slots, not the first ones: a sample that never overflowed is in arrival order.
-            mine_idx = np.sort(self.rng.choice(mine, keep, replace=False))
-            their_idx = self.rng.choice(theirs, add, replace=False)
-            self.sample[:, :keep] = self.sample[:, mine_idx]
-            self.sample[:, keep:keep + add] = other.sample[:, their_idx]
-        self.seen = total
 
     def to_json(self, names: list[str], indices: tuple[int, ...]) -> list[dict[str, Any]]:
         out = []
@@ -580,19 +550,16 @@ class _ChipFile(NamedTuple):
 
 
 class _ChipSink:
-    """Writes chips and accumulates their band statistics on background threads.
+    """Writes chips and accumulates their band statistics on one background thread, in submission order.
 
     GDAL reads (the next chip) and file writes both release the GIL, so overlapping them uses both cores.
-    Chip ``k`` goes to writer ``k % workers``: each writer keeps its own statistics, merged into ``stats`` by
-    :meth:`finish`, so the result does not depend on thread timing. One writer is the default: on 2 cores,
-    with compressed label chips and the scanline burner, two writers measured 15 % slower (578 vs 682
-    chips/s, alternating runs), the extra thread only adding contention. At most ``max_pending`` chips wait.
-    Errors raised by a writer surface on the next submit or at :meth:`finish`; :meth:`close` drops queued
-    chips and waits for the running ones (cancel).
+    One writer keeps the statistics' order deterministic; a second one was measured 15 % slower on 2 cores
+    (578 vs 682 chips/s in alternating runs, docs/export.md). At most ``max_pending`` chips wait (bounded
+    memory). Errors raised by the writer surface on the next submit or at :meth:`finish`; :meth:`close`
+    drops queued chips and waits for the running one (cancel).
     """
 
-    def __init__(self, tiff: TiffChipWriter | None, crs: Any, stats: _BandStats, workers: int = 1,
-                 max_pending: int = 8) -> None:
+    def __init__(self, tiff: TiffChipWriter | None, crs: Any, stats: _BandStats, max_pending: int = 8) -> None:
         from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -600,11 +567,8 @@ class _ChipSink:
         self.crs = crs
         self.stats = stats
         self.max_pending = max_pending
-        self.pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chip-writer-{k}")
-                      for k in range(workers)]
-        self.partial = [_BandStats(stats.nbands, stats.dtype, seed=k + 1) for k in range(workers)]
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chip-writer")
         self.pending: deque[Future[None]] = deque()
-        self.submitted = 0
 
     def submit(self, files: list[_ChipFile], transform: Any, stored: np.ndarray,
                valid: np.ndarray | None) -> None:
@@ -615,36 +579,29 @@ class _ChipSink:
                                        f.compress and f.data.shape[0] == 1)
         while len(self.pending) >= self.max_pending:
             self.pending.popleft().result()
-        k = self.submitted % len(self.pools)
-        self.submitted += 1
-        self.pending.append(self.pools[k].submit(self._work, files, transform, stored, valid, self.partial[k]))
+        self.pending.append(self.pool.submit(self._work, files, transform, stored, valid))
 
-    def _work(self, files: list[_ChipFile], transform: Any, stored: np.ndarray,
-              valid: np.ndarray | None, stats: _BandStats) -> None:
+    def _work(self, files: list[_ChipFile], transform: Any, stored: np.ndarray, valid: np.ndarray | None) -> None:
         for f in files:
             if f.fmt == "tif" and self.tiff is not None:
                 self.tiff.write(f.path, f.data, transform, f.nodata, f.compress)
             else:
                 _write_chip(f.path, f.data, transform, self.crs, f.nodata, f.fmt)
         if valid is None:
-            stats.add_all_valid(stored)
+            self.stats.add_all_valid(stored)
         else:
-            stats.add(stored, valid)
+            self.stats.add(stored, valid)
 
     def finish(self) -> None:
-        """Wait for every chip (raising the first writer error) and merge the writers' statistics."""
+        """Wait for every chip (raising the first worker error)."""
         while self.pending:
             self.pending.popleft().result()
-        for part in self.partial:
-            self.stats.merge(part)
-        self.partial = []
 
     def close(self) -> None:
         for fut in self.pending:
             fut.cancel()
         self.pending.clear()
-        for pool in self.pools:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------- main
