@@ -22,7 +22,9 @@ the byte masks: a few whole-array calls per chip, whatever the number of spans o
 Anything it is not sure to reproduce (another geometry type, a value GDAL would round or clamp into the
 dtype, coordinates near C ``int`` overflow) or that would take much memory makes :func:`burn_polygons`
 burn nothing and return False, so the caller goes through GDAL instead. ``tests/core/test_scanline.py``
-checks equality with rasterio; ``bench/scanline.py`` measures both.
+checks equality with rasterio; ``bench/scanline.py`` measures both. One caveat: a pixel centre lying
+exactly on an edge is a tie, and GDAL itself was seen to settle one differently in a process that had done
+other work before (same geometry, same call); this module settles ties the same way every time.
 """
 
 from __future__ import annotations
