@@ -132,9 +132,14 @@ def _assert_same_run(a: Path, a_report: Path, b: Path, b_report: Path, epochs: i
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), "the packages' weights differ"
 
 
-def test_resume_after_cancel_equals_the_uninterrupted_run(chips: Path, tmp_path: Path) -> None:
-    """In process: cancel after epoch 1, resume from checkpoint_last.pt, compare with a straight run."""
-    cfg = TrainConfig(**{**CONFIG.to_dict(), "epochs": 2, "ignore_classes": ()})
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_after_cancel_equals_the_uninterrupted_run(chips: Path, tmp_path: Path, num_workers: int) -> None:
+    """In process: cancel after epoch 1, resume from checkpoint_last.pt, compare with a straight run.
+
+    With DataLoader worker processes too: each worker's augmentation stream must be re-seeded the same way
+    after a resume as in the straight run.
+    """
+    cfg = TrainConfig(**{**CONFIG.to_dict(), "epochs": 2, "ignore_classes": (), "num_workers": num_workers})
     train_model(chips, tmp_path / "a", cfg, report_dir=tmp_path / "a_training")
     first = train_model(chips, tmp_path / "b", cfg, _CancelAfter(1), report_dir=tmp_path / "b_training")
     assert first.stopped == "canceled" and first.epochs_run == 1
