@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from .inference import ClassifyConfig, ClassifyResult, classify_pixels
@@ -55,6 +56,19 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def leaving_new_process_group() -> Iterator[None]:
+    """Leave the default process group on exit if the block created it (a caller's group stays up)."""
+    import torch.distributed as dist
+
+    existed = dist.is_available() and dist.is_initialized()
+    try:
+        yield
+    finally:
+        if not existed:
+            leave_process_group()
+
+
 def classify_distributed(config: ClassifyConfig, feedback: Feedback | None = None,
                          backend: str | None = None) -> ClassifyResult | None:
     """Classify with every rank of the (possibly new) default process group; rank 0 gets the result.
@@ -68,16 +82,12 @@ def classify_distributed(config: ClassifyConfig, feedback: Feedback | None = Non
     import torch
     import torch.distributed as dist
 
-    owns_group = not dist.is_initialized()
-    if owns_group:
-        dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
-    try:
+    # A process that exits with its gloo group alive aborted now and then ("terminate called without an
+    # active exception", SIGABRT) after the output was complete: leave a group made here before returning.
+    with leaving_new_process_group():
+        if not dist.is_initialized():
+            dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
         return _classify_in_group(config, feedback)
-    finally:
-        # A process that exits with its gloo group alive aborted now and then ("terminate called without
-        # an active exception", SIGABRT) after the output was complete: leave the group before returning.
-        if owns_group:
-            leave_process_group()
 
 
 def _classify_in_group(config: ClassifyConfig, feedback: Feedback | None) -> ClassifyResult | None:

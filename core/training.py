@@ -817,16 +817,9 @@ def train_model(folder: str | Path, output: str | Path, config: TrainConfig | No
             (default: ``<output stem>_training`` beside the package).
         events: optional sink for structured events (start, lr_finder, epoch, oom, done), used by the worker.
     """
-    import torch.distributed as dist
+    from .distributed import leaving_new_process_group
 
-    # Under torchrun the trainer joins the process group; if it created it, it also leaves it (as distributed
+    # Under torchrun the trainer joins the process group; a group it created is left again (as distributed
     # classification does), so a caller that trains in-process does not exit with a live gloo group.
-    owns_group = (int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available()
-                  and not dist.is_initialized())
-    try:
+    with leaving_new_process_group():
         return Trainer(folder, output, config or TrainConfig(), feedback, report_dir, events).run()
-    finally:
-        if owns_group:
-            from .distributed import leave_process_group
-
-            leave_process_group()
