@@ -211,7 +211,10 @@ def _make_template(shape: tuple[int, int, int], dtype: str, linear: tuple[float,
             return None
         template = _Template(first[:at], b"", *offsets, count_at=count_at)
         second = _gdal_bytes(sample[1], t2, crs, nodata, compress)
-        (_, _, at2, _), (_, _, n2, _) = _ifd_entries(second)[273], _ifd_entries(second)[279]  # type: ignore[index]
+        entries2 = _ifd_entries(second)
+        if entries2 is None:
+            return None
+        at2, n2 = entries2[273][2], entries2[279][2]
         if bytes(template.header(t2, n2)) != second[:at2]:
             return None
         return template if _decodes_like_gdal(template.render(sample[1], t2), second) else None
