@@ -121,27 +121,6 @@ def _origin_offsets(entries: dict[int, tuple[int, int, int, int]]) -> tuple[int,
     return None
 
 
-def _write_parts(path: str | Path, parts: list[Any]) -> None:
-    """Write ``parts`` as one new file with one ``writev``: no Python file object, no buffering copy.
-
-    A chip is written once and never read back here, so the plain descriptor saves the ``fstat``/``lseek``
-    and buffer handling of ``open()`` (about 0.1 ms per file); a short write (full disk, signals) is finished
-    or raised like ``write`` would.
-    """
-    import os
-
-    total = sum(len(p) for p in parts)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        written = os.writev(fd, parts) if hasattr(os, "writev") else 0  # Windows has no writev
-        if written < total:
-            rest = memoryview(b"".join(parts))[written:]
-            while len(rest):
-                rest = rest[os.write(fd, rest):]
-    finally:
-        os.close(fd)
-
-
 class _Template:
     """GDAL's bytes of one chip layout: prefix (header, with the origin to patch), pixels, suffix.
 
@@ -252,13 +231,17 @@ class TiffChipWriter:
     Args:
         crs: the chips' CRS (rasterio CRS or anything rasterio accepts).
         fast: use patched templates (default); False always writes through rasterio.
+        direct_io: write large chips past the page cache where that works (:mod:`core.direct_io`).
     """
 
-    def __init__(self, crs: Any, fast: bool = True) -> None:
+    def __init__(self, crs: Any, fast: bool = True, direct_io: bool = False) -> None:
         import threading
+
+        from .direct_io import FileWriter
 
         self.crs = crs
         self.fast = fast
+        self.files = FileWriter(direct_io)
         self._templates: dict[tuple[Any, ...], _Template | None] = {}
         self._lock = threading.Lock()
 
@@ -291,4 +274,4 @@ class TiffChipWriter:
         if tpl is None:
             write_with_gdal(path, data, transform, self.crs, nodata, compress)
             return
-        _write_parts(path, tpl.parts(data, transform))
+        self.files.write(path, tpl.parts(data, transform))

@@ -297,6 +297,9 @@ def test_cancel_leaves_no_folder(tmp_path: Path) -> None:
                                           tile_size_px=(16, 16), stride_px=(16, 16)), CancelAfter(3))
     assert list(tmp_path.iterdir()) == [tmp_path / "l.gpkg", tmp_path / "r.tif"] or not (tmp_path / "o").exists()
     assert not any(p.name.startswith(".o") for p in tmp_path.iterdir())
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name in ("chip-reader",) or t.name.startswith("chip-writer")]
 
 
 def test_config_validation() -> None:
@@ -395,3 +398,80 @@ def test_byte_histogram_is_exact_for_any_layout() -> None:
             np.testing.assert_array_equal(_byte_histogram(view), np.bincount(view.ravel(), minlength=256))
     const = np.full((16, 16), 7, np.uint8)
     np.testing.assert_array_equal(_byte_histogram(const), np.bincount(const.ravel(), minlength=256))
+
+
+def test_byte_histogram_counts_only_the_valid_pixels() -> None:
+    """The masked histogram (band statistics of chips with nodata or transparent pixels) is exact."""
+    from core.chips import _byte_histogram
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (64, 48)).astype(np.uint8)
+    for valid in (rng.random(a.shape) > 0.3, np.zeros(a.shape, bool), np.ones(a.shape, bool)):
+        for view, mask in ((a, valid), (a[:, ::2], valid[:, ::2]), (a.T, valid.T)):
+            np.testing.assert_array_equal(_byte_histogram(view, mask), np.bincount(view[mask], minlength=256))
+    wide = rng.integers(0, 256, (8, 8)).astype(np.uint16)  # not 8-bit: the numpy path, same answer
+    mask = rng.random(wide.shape) > 0.5
+    np.testing.assert_array_equal(_byte_histogram(wide, mask), np.bincount(wide[mask], minlength=256)[:256])
+
+
+def test_band_statistics_leave_out_nodata_pixels(tmp_path: Path) -> None:
+    """8-bit chips with nodata: the exact (masked) histograms count only the valid pixels of every chip."""
+    path = make_raster(tmp_path / "r.tif", size=64, nodata=0)
+    with rasterio.open(path, "r+") as dst:
+        data = dst.read()
+        data[:, 5:20, 3:40] = 0  # nodata in every band: invalid pixels in a few chips
+        dst.write(data)
+    out = tmp_path / "o"
+    export_training_data(ExportConfig(str(path), str(squares(tmp_path / "l.gpkg")), str(out), tile_size_px=(32, 32),
+                                      stride_px=(16, 16), only_tiles_with_features=False, max_nodata_percent=100))
+    desc = json.loads((out / "dataset.json").read_text())
+    chips = np.stack([read(p)[0] for p in sorted((out / "images").glob("*.tif"))])
+    valid = (chips != 0).any(axis=1)  # (n, h, w)
+    assert 0 < (~valid).sum() < valid.size
+    for b, stats in enumerate(desc["bands"]):
+        band = chips[:, b][valid]
+        assert stats["count"] == band.size
+        assert (stats["min"], stats["max"]) == (float(band.min()), float(band.max()))
+        assert stats["mean"] == pytest.approx(band.mean(), abs=1e-5)
+
+
+def test_direct_and_normal_writes_give_the_same_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Image chips written past the page cache (where the file system allows) are the same bytes."""
+    raster = make_raster(tmp_path / "r.tif", size=300, count=4)  # 128 px chips of 4 bands: 64 KB, direct-sized
+    labels = squares(tmp_path / "l.gpkg")
+    folders = {}
+    for mode in ("on", "off"):
+        monkeypatch.setenv("RLC_DIRECT_IO", mode)
+        folders[mode] = out = tmp_path / f"o_{mode}"
+        export_training_data(ExportConfig(str(raster), str(labels), str(out), tile_size_px=(128, 128),
+                                          stride_px=(64, 64), only_tiles_with_features=False))
+    names = sorted(p.relative_to(folders["on"]) for p in folders["on"].rglob("*.tif"))
+    assert len(names) == 2 * 16 and names == sorted(p.relative_to(folders["off"]) for p in folders["off"].rglob("*.tif"))
+    for name in names:
+        assert (folders["on"] / name).read_bytes() == (folders["off"] / name).read_bytes(), name
+
+
+def test_a_read_error_on_the_reader_thread_fails_the_export_cleanly(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chips are read ahead on a thread: its error reaches the caller, the thread ends, no folder is left."""
+    import threading
+
+    import core.raster_io
+    from core.errors import RasterReadError
+
+    real = core.raster_io.read_grid
+    calls = []
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 5:
+            raise RasterReadError("cannot read r.tif at window 5: simulated bad block")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core.raster_io, "read_grid", failing)
+    raster = make_raster(tmp_path / "r.tif")
+    with pytest.raises(RasterReadError, match="simulated bad block"):
+        export_training_data(ExportConfig(str(raster), str(squares(tmp_path / "l.gpkg")), str(tmp_path / "o"),
+                                          tile_size_px=(16, 16), stride_px=(8, 8)))
+    assert not (tmp_path / "o").exists() and not any(p.name.startswith(".o") for p in tmp_path.iterdir())
+    assert not [t for t in threading.enumerate() if t.name == "chip-reader"]
