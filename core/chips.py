@@ -918,17 +918,23 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
                    ClassInfo(1, names.get(1, "road"), colors.get(1, "#e31a1c"))]
     class_values = [c.value for c in classes]
 
-    # ---- index, footprints, preview, description (dataset.json last: it marks the folder complete)
-    fields = ["file", "minx", "miny", "maxx", "maxy", "rotation_deg", "nodata_fraction"] + [
-        f"class_{v}" for v in class_values]
-    with open(tmp / "chips.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(fields)
-        for r in rows:
-            writer.writerow([r["file"], repr(r["minx"]), repr(r["miny"]), repr(r["maxx"]), repr(r["maxy"]),
-                             r["rotation_deg"], r["nodata_fraction"]] + [r["counts"].get(v, 0) for v in class_values])
-    _write_footprints(tmp / "chip_footprints.gpkg", rows, footprints, class_values, src.crs)
-    _write_preview(tmp, rows, classes, cfg, ext, label_ext)
+    # ---- index, footprints, preview, description (dataset.json last: it marks the folder complete). The
+    # preview is drawn on a thread meanwhile: GDAL encodes its PNG without the GIL.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chip-preview") as pool:
+        preview = pool.submit(_write_preview, tmp, rows, classes, cfg, ext, label_ext)
+        fields = ["file", "minx", "miny", "maxx", "maxy", "rotation_deg", "nodata_fraction"] + [
+            f"class_{v}" for v in class_values]
+        with open(tmp / "chips.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(fields)
+            for r in rows:
+                writer.writerow([r["file"], repr(r["minx"]), repr(r["miny"]), repr(r["maxx"]), repr(r["maxy"]),
+                                 r["rotation_deg"], r["nodata_fraction"]]
+                                + [r["counts"].get(v, 0) for v in class_values])
+        _write_footprints(tmp / "chip_footprints.gpkg", rows, footprints, class_values, src.crs)
+        preview.result()
 
     from .raster_io import band_names as _bn
 
@@ -1087,9 +1093,15 @@ def _write_preview(folder: Path, rows: list[dict[str, Any]], classes: list[Class
         return
     tile_px = min(tile_px, max(cfg.tile_size_px))
     picks = sorted({int(round(i)) for i in np.linspace(0, len(rows) - 1, n)})
-    colors = {c.value: np.array(c.rgba[:3], dtype=np.float64) for c in classes}
-    if cfg.task == "roads":
-        colors = {v: np.array([227.0, 26.0, 28.0]) for v in range(1, 255)}
+    # Per label value: how much of the image stays and which colour is blended in (one lookup per chip).
+    keep = np.ones(256)
+    tint = np.zeros((256, 3))
+    shown = range(1, 255) if cfg.task == "roads" else [c.value for c in classes]
+    rgba = {c.value: c.rgba for c in classes}
+    for v in shown:
+        if v != cfg.ignore_value and 0 <= v <= 255:
+            keep[v] = 0.45
+            tint[v] = 0.55 * np.array((227.0, 26.0, 28.0) if cfg.task == "roads" else rgba[v][:3], dtype=np.float64)
     panels = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -1102,11 +1114,8 @@ def _write_preview(folder: Path, rows: list[dict[str, Any]], classes: list[Class
             step = max(1, int(math.ceil(max(img.shape[1:]) / tile_px)))
             img, lab = img[:, ::step, ::step], lab[::step, ::step]
             rgb = _display_rgb(img)
-            over = rgb.astype(np.float64).copy()
-            for v, col in colors.items():
-                m = lab == v
-                if m.any() and v != cfg.ignore_value and not (cfg.task == "roads" and v == 0):
-                    over[:, m] = 0.45 * over[:, m] + 0.55 * col[:, None]
+            idx = np.clip(lab, 0, 255).astype(np.intp)
+            over = rgb * keep[idx] + tint[idx].transpose(2, 0, 1)
             pad = np.full((3, tile_px, tile_px), 255, dtype=np.uint8)
             pair = np.full((3, tile_px, 2 * tile_px + 4), 255, dtype=np.uint8)
             for j, arr in enumerate((rgb, over.astype(np.uint8))):

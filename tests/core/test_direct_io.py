@@ -74,7 +74,7 @@ def test_a_refusing_file_system_gets_normal_writes(tmp_path: Path, monkeypatch: 
     writer = FileWriter(direct=True)
     writer.direct = True  # even where os.O_DIRECT is missing, the fallback is exercised
 
-    def refuse(path: object, parts: object, total: int) -> None:
+    def refuse(path: object, parts: object, total: int) -> float:
         Path(str(path)).write_bytes(b"partial")  # a refused attempt may leave a stub: it must be replaced
         raise OSError(errno.EINVAL, "Invalid argument")
 
@@ -89,7 +89,7 @@ def test_other_write_errors_are_raised(tmp_path: Path, monkeypatch: pytest.Monke
     writer = FileWriter(direct=True)
     writer.direct = True
 
-    def full(path: object, parts: object, total: int) -> None:
+    def full(path: object, parts: object, total: int) -> float:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(writer, "_write_direct", full)
@@ -102,9 +102,9 @@ def test_a_slow_device_goes_back_to_normal_writes(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(direct_io, "SLOW_MS_PER_MB", 0.0)  # every device is "slow"
     writer = FileWriter(direct=True)
     rng = np.random.default_rng(3)
-    for k in range(direct_io._PROBE_FILES + 5):
+    for k in range(direct_io._WARMUP_FILES + direct_io._PROBE_FILES + 5):
         parts = _parts(rng, direct_io.MIN_BYTES + k)
         writer.write(tmp_path / f"{k}.bin", parts)
         assert (tmp_path / f"{k}.bin").read_bytes() == b"".join(bytes(p) for p in parts)  # type: ignore[call-overload]
     assert not writer.direct
-    assert writer.direct_files in (direct_io._PROBE_FILES, 0)  # 0: the file system refused from the start
+    assert writer.direct_files in (direct_io._WARMUP_FILES + direct_io._PROBE_FILES, 0)  # 0: refused at once
