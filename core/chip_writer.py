@@ -231,7 +231,8 @@ class TiffChipWriter:
     Args:
         crs: the chips' CRS (rasterio CRS or anything rasterio accepts).
         fast: use patched templates (default); False always writes through rasterio.
-        direct_io: write large chips past the page cache where that works (:mod:`core.direct_io`).
+        direct_io: write large chips past the page cache where that works (:mod:`core.direct_io`); such
+            chips are written on I/O threads: call :meth:`flush` (or :meth:`close`) before using the files.
     """
 
     def __init__(self, crs: Any, fast: bool = True, direct_io: bool = False) -> None:
@@ -275,3 +276,11 @@ class TiffChipWriter:
             write_with_gdal(path, data, transform, self.crs, nodata, compress)
             return
         self.files.write(path, tpl.parts(data, transform))
+
+    def flush(self) -> None:
+        """Wait until every chip is on disk (raising the first write error)."""
+        self.files.flush()
+
+    def close(self) -> None:
+        """Stop the I/O threads: writes already started finish, queued ones are dropped (cancel)."""
+        self.files.close()

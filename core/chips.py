@@ -689,12 +689,16 @@ class _ChipSink:
         """Wait for every chip (raising the first worker error)."""
         while self.pending:
             self.pending.popleft().result()
+        if self.tiff is not None:
+            self.tiff.flush()
 
     def close(self) -> None:
         for fut in self.pending:
             fut.cancel()
         self.pending.clear()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.tiff is not None:
+            self.tiff.close()
 
 
 # --------------------------------------------------------------------------- main

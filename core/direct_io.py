@@ -96,33 +96,70 @@ def write_buffered(path: str | Path, parts: list[Any]) -> None:
 class FileWriter:
     """Writes whole new files, large ones with ``O_DIRECT`` while that works and keeps up.
 
-    Thread-safe: each thread has its own aligned buffer; the switch back to normal writes is shared.
+    A direct write waits for the device, so large files go to a few I/O threads (``threads``): the caller
+    goes on while the device works, and several writes keep the device's queue busy. :meth:`write` may
+    therefore return before the file exists: :meth:`flush` waits for every file and raises the first error;
+    :meth:`close` (cancel, errors) waits for the writes already started and drops the queued ones. At most
+    ``max_pending`` files wait (bounded memory: each holds its chip's pixels). Small files and normal writes
+    are written at once, on the caller's thread.
     """
 
-    def __init__(self, direct: bool) -> None:
+    def __init__(self, direct: bool, threads: int = 3, max_pending: int = 8) -> None:
+        from collections import deque
+        from concurrent.futures import Future
+
         self.direct = direct and hasattr(os, "O_DIRECT")
         self.direct_files = 0
         self.fallback_reason: str | None = None
-        self._seconds = 0.0
-        self._mb = 0.0
+        self.threads = threads
+        self.max_pending = max_pending
+        self._pool: Any = None
+        self._pending: deque[Future[None]] = deque()
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._mb = 0.0  # device speed: MB written over the time at least one probed write was in flight
+        self._busy = 0.0
+        self._inflight = 0
+        self._busy_since = 0.0
 
     def write(self, path: str | Path, parts: list[Any]) -> None:
-        """Write ``parts`` (bytes-like, in order) as the new file ``path``."""
+        """Write ``parts`` (bytes-like, in order, left unchanged until written) as the new file ``path``."""
         total = sum(memoryview(p).nbytes for p in parts)
         if not self.direct or total < MIN_BYTES:
             write_buffered(path, parts)
             return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="chip-io")
+        while len(self._pending) >= self.max_pending:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._write_one, path, parts, total))
+
+    def flush(self) -> None:
+        """Wait until every file is written (raising the first error)."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        for fut in self._pending:
+            fut.cancel()
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _write_one(self, path: str | Path, parts: list[Any], total: int) -> None:
+        if not self.direct:  # another thread found direct writes refused or slow meanwhile
+            write_buffered(path, parts)
+            return
         try:
-            seconds = self._write_direct(path, parts, total)
+            self._write_direct(path, parts, total)
         except OSError as exc:
             if exc.errno not in _REFUSED:
                 raise
             self._stop(f"the file system refused O_DIRECT ({exc.strerror})")
             write_buffered(path, parts)  # O_TRUNC: whatever the refused attempt left is replaced
-            return
-        self._account(seconds, total)
 
     def _buffer(self, size: int) -> mmap.mmap:
         buf: mmap.mmap | None = getattr(self._local, "buf", None)
@@ -133,8 +170,7 @@ class FileWriter:
             self._local.buf = buf
         return buf
 
-    def _write_direct(self, path: str | Path, parts: list[Any], total: int) -> float:
-        """Write the file; returns the seconds the device took (open to truncate, not the copy into the buffer)."""
+    def _write_direct(self, path: str | Path, parts: list[Any], total: int) -> None:
         size = -(-total // ALIGN) * ALIGN
         view = memoryview(self._buffer(size))
         pos = 0
@@ -143,7 +179,7 @@ class FileWriter:
             view[pos:pos + b.nbytes] = b
             pos += b.nbytes
         view[pos:size] = bytes(size - pos)  # the padding is cut off below; zeros keep the write deterministic
-        t0 = time.perf_counter()
+        probed = self._begin()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o666)
         try:
             done = 0
@@ -155,20 +191,38 @@ class FileWriter:
             os.ftruncate(fd, total)
         finally:
             os.close(fd)
-        return time.perf_counter() - t0
+            self._end(probed, total)
 
-    def _account(self, seconds: float, nbytes: int) -> None:
+    def _begin(self) -> bool:
+        """Count a direct write; True when it is one of the probed ones (after the warm-up)."""
         with self._lock:
             self.direct_files += 1
-            if self.direct_files <= _WARMUP_FILES:
-                return
-            self._seconds += seconds
+            probed = _WARMUP_FILES < self.direct_files <= _WARMUP_FILES + _PROBE_FILES
+            if probed:
+                if self._inflight == 0:
+                    self._busy_since = time.perf_counter()
+                self._inflight += 1
+            return probed
+
+    def _end(self, probed: bool, nbytes: int) -> None:
+        if not probed:
+            return
+        with self._lock:
+            self._inflight -= 1
             self._mb += nbytes / 1e6
-            if self.direct_files == _WARMUP_FILES + _PROBE_FILES and self._seconds * 1e3 / self._mb > SLOW_MS_PER_MB:
-                self._stop(f"direct writes took {self._seconds * 1e3 / self._mb:.1f} ms per MB "
+            if self._inflight == 0:
+                self._busy += time.perf_counter() - self._busy_since
+            done = self.direct_files >= _WARMUP_FILES + _PROBE_FILES and self._inflight == 0
+            if done and self._busy * 1e3 / self._mb > SLOW_MS_PER_MB:
+                self._stop(f"direct writes took {self._busy * 1e3 / self._mb:.1f} ms per MB "
                            f"(over {SLOW_MS_PER_MB:g})")
 
+    def ms_per_mb(self) -> float | None:
+        """The device's measured speed during the probe (ms per MB while writing), once there is one."""
+        with self._lock:
+            return self._busy * 1e3 / self._mb if self._mb and self._inflight == 0 else None
+
     def _stop(self, reason: str) -> None:
-        """Normal writes from now on (attribute stores are atomic: no lock, callable under :meth:`_account`'s)."""
+        """Normal writes from now on (attribute stores are atomic: no lock, callable under :meth:`_end`'s)."""
         self.direct = False
         self.fallback_reason = reason
