@@ -833,6 +833,7 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
     fb.info(f"export grid {ncols}x{nrows} px at cell size {csx:g} x {csy:g}: {total} candidate chips")
     tiff = TiffChipWriter(src.crs, direct_io=direct_io_wanted(tmp)) if ext == "tif" else None
     sink = _ChipSink(tiff, src.crs, stats)
+    sampler = _PreviewSampler(cfg.preview_chips, cfg.tile_size_px)
     candidates = _candidates(origins, angles, base, (tw, th), mask_geom, vlabels, cfg.only_tiles_with_features,
                              skipped)
     reader = _ChipReader(lambda grid: read_grid(src, bands, grid, resampling, fill=fill), candidates)
@@ -898,6 +899,7 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
                          "rotation_deg": cand.angle, "nodata_fraction": round(nodata_fraction, 6),
                          "counts": chip_counts})
             footprints.append(footprint)
+            sampler.offer(len(rows) - 1, stored, label)
         sink.finish()
     finally:
         reader.close()
@@ -927,7 +929,7 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chip-preview") as pool:
-        preview = pool.submit(_write_preview, tmp, rows, classes, cfg, ext, label_ext)
+        preview = pool.submit(_write_preview, tmp, sampler.picks(), classes, cfg, sampler.tile_px)
         fields = ["file", "minx", "miny", "maxx", "maxy", "rotation_deg", "nodata_fraction"] + [
             f"class_{v}" for v in class_values]
         with open(tmp / "chips.csv", "w", newline="", encoding="utf-8") as fh:
@@ -1087,16 +1089,47 @@ def _display_rgb(data: np.ndarray) -> np.ndarray:
     return out
 
 
-def _write_preview(folder: Path, rows: list[dict[str, Any]], classes: list[ClassInfo], cfg: ExportConfig,
-                   ext: str, label_ext: str, tile_px: int = 192) -> None:
-    """``preview.png``: up to ``cfg.preview_chips`` chips, each shown plain and with its labels overlaid."""
+class _PreviewSampler:
+    """Keeps a few exported chips, spread evenly over the export, for ``preview.png``, as the chips go by.
+
+    The number of chips is only known at the end, and reading chips back then costs a file open each (and
+    a disk read: large chips bypass the page cache). So chip ``i`` is kept while ``i`` is a multiple of the
+    current stride; when more than ``2 n`` are kept, the stride doubles and every other one goes. At the end
+    ``n`` are chosen evenly among the kept ones. Only what the preview draws is kept: the first 3 bands and
+    the label, decimated to at most ``tile_px`` pixels (bounded memory whatever the chips).
+    """
+
+    def __init__(self, n: int, tile_size: tuple[int, int], tile_px: int = 192) -> None:
+        self.n = max(n, 0)
+        self.tile_px = min(tile_px, max(tile_size))
+        self.step = max(1, int(math.ceil(max(tile_size) / self.tile_px)))
+        self.stride = 1
+        self.kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def offer(self, index: int, image: np.ndarray, label: np.ndarray) -> None:
+        if not self.n or index % self.stride:
+            return
+        s = self.step
+        self.kept[index] = (np.array(image[:3, ::s, ::s]), np.array(label[::s, ::s]))
+        if len(self.kept) > 2 * self.n:
+            self.stride *= 2
+            self.kept = {i: v for i, v in self.kept.items() if i % self.stride == 0}
+
+    def picks(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        keys = sorted(self.kept)
+        if not keys or not self.n:
+            return []
+        chosen = sorted({keys[int(round(j))] for j in np.linspace(0, len(keys) - 1, min(self.n, len(keys)))})
+        return [self.kept[i] for i in chosen]
+
+
+def _write_preview(folder: Path, picks: list[tuple[np.ndarray, np.ndarray]], classes: list[ClassInfo],
+                   cfg: ExportConfig, tile_px: int) -> None:
+    """``preview.png``: the sampled chips (image, label), each shown plain and with its labels overlaid."""
     import rasterio
 
-    n = min(cfg.preview_chips, len(rows))
-    if n <= 0:
+    if not picks:
         return
-    tile_px = min(tile_px, max(cfg.tile_size_px))
-    picks = sorted({int(round(i)) for i in np.linspace(0, len(rows) - 1, n)})
     # Per label value: how much of the image stays and which colour is blended in (one lookup per chip).
     keep = np.ones(256)
     tint = np.zeros((256, 3))
@@ -1107,26 +1140,17 @@ def _write_preview(folder: Path, rows: list[dict[str, Any]], classes: list[Class
             keep[v] = 0.45
             tint[v] = 0.55 * np.array((227.0, 26.0, 28.0) if cfg.task == "roads" else rgba[v][:3], dtype=np.float64)
     panels = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for i in picks:
-            stem = rows[i]["file"].rsplit(".", 1)[0]
-            with rasterio.open(folder / "images" / rows[i]["file"]) as s:
-                img = s.read()
-            with rasterio.open(folder / "labels" / f"{stem}.{label_ext}") as s:
-                lab = s.read(1)
-            step = max(1, int(math.ceil(max(img.shape[1:]) / tile_px)))
-            img, lab = img[:, ::step, ::step], lab[::step, ::step]
-            rgb = _display_rgb(img)
-            idx = np.clip(lab, 0, 255).astype(np.intp)
-            over = rgb * keep[idx] + tint[idx].transpose(2, 0, 1)
-            pad = np.full((3, tile_px, tile_px), 255, dtype=np.uint8)
-            pair = np.full((3, tile_px, 2 * tile_px + 4), 255, dtype=np.uint8)
-            for j, arr in enumerate((rgb, over.astype(np.uint8))):
-                p = pad.copy()
-                p[:, :arr.shape[1], :arr.shape[2]] = arr[:, :tile_px, :tile_px]
-                pair[:, :, j * (tile_px + 4):j * (tile_px + 4) + tile_px] = p
-            panels.append(pair)
+    for img, lab in picks:
+        rgb = _display_rgb(img)
+        idx = np.clip(lab, 0, 255).astype(np.intp)
+        over = rgb * keep[idx] + tint[idx].transpose(2, 0, 1)
+        pad = np.full((3, tile_px, tile_px), 255, dtype=np.uint8)
+        pair = np.full((3, tile_px, 2 * tile_px + 4), 255, dtype=np.uint8)
+        for j, arr in enumerate((rgb, over.astype(np.uint8))):
+            p = pad.copy()
+            p[:, :arr.shape[1], :arr.shape[2]] = arr[:, :tile_px, :tile_px]
+            pair[:, :, j * (tile_px + 4):j * (tile_px + 4) + tile_px] = p
+        panels.append(pair)
     per_row = 2
     rows_img = []
     for k in range(0, len(panels), per_row):

@@ -475,3 +475,25 @@ def test_a_read_error_on_the_reader_thread_fails_the_export_cleanly(tmp_path: Pa
                                           tile_size_px=(16, 16), stride_px=(8, 8)))
     assert not (tmp_path / "o").exists() and not any(p.name.startswith(".o") for p in tmp_path.iterdir())
     assert not [t for t in threading.enumerate() if t.name == "chip-reader"]
+
+
+@pytest.mark.parametrize("count", [1, 3, 8, 17, 400, 1001])
+def test_preview_sampler_spreads_its_picks_with_bounded_memory(count: int) -> None:
+    """preview.png's chips are picked as the chips go by: evenly spread, at most 2n kept, only what is drawn."""
+    from core.chips import _PreviewSampler
+
+    n = 4
+    sampler = _PreviewSampler(n, (256, 256))
+    for i in range(count):
+        image = np.full((5, 256, 256), i % 250, dtype=np.uint16)
+        sampler.offer(i, image, np.full((256, 256), i % 250, dtype=np.uint8))
+        assert len(sampler.kept) <= 2 * n
+    picks = sampler.picks()
+    assert len(picks) == min(n, count)
+    assert all(img.shape == (3, 128, 128) and lab.shape == (128, 128) for img, lab in picks)  # decimated
+    indices = [int(lab[0, 0]) for _, lab in picks] if count < 250 else None
+    if indices is not None:
+        assert indices[0] == 0 and indices == sorted(indices)
+        assert indices[-1] >= count - 1 - sampler.stride  # the last kept chip: the end of the export is shown
+        gaps = np.diff(indices)
+        assert not len(gaps) or gaps.max() <= 2 * max(gaps.min(), 1) + sampler.stride  # evenly spread
