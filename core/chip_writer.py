@@ -231,18 +231,19 @@ class TiffChipWriter:
     Args:
         crs: the chips' CRS (rasterio CRS or anything rasterio accepts).
         fast: use patched templates (default); False always writes through rasterio.
-        direct_io: write large chips past the page cache where that works (:mod:`core.direct_io`); such
-            chips are written on I/O threads: call :meth:`flush` (or :meth:`close`) before using the files.
+        files: the file writer (:class:`core.direct_io.FileWriter`) that writes the chips. The export passes
+            one with I/O threads (chips then exist only after :meth:`flush`); by default chips are written
+            at once, normally, on the caller's thread.
     """
 
-    def __init__(self, crs: Any, fast: bool = True, direct_io: bool = False) -> None:
+    def __init__(self, crs: Any, fast: bool = True, files: Any = None) -> None:
         import threading
 
         from .direct_io import FileWriter
 
         self.crs = crs
         self.fast = fast
-        self.files = FileWriter(direct_io)
+        self.files: FileWriter = files if files is not None else FileWriter(direct=False, threads=0)
         self._templates: dict[tuple[Any, ...], _Template | None] = {}
         self._lock = threading.Lock()
 
@@ -273,7 +274,7 @@ class TiffChipWriter:
         compress = compress and data.shape[0] == 1
         tpl = self.template(data.shape, str(data.dtype), transform, nodata, compress)  # type: ignore[arg-type]
         if tpl is None:
-            write_with_gdal(path, data, transform, self.crs, nodata, compress)
+            self.files.run(write_with_gdal, path, data, transform, self.crs, nodata, compress)
             return
         self.files.write(path, tpl.parts(data, transform))
 

@@ -30,7 +30,7 @@ from . import __version__
 from .chip_writer import TiffChipWriter, write_with_gdal
 from .classes import ClassInfo, class_values_from_field, make_classes
 from .config import StepConfig, require
-from .direct_io import direct_io_wanted
+from .direct_io import FileWriter, direct_io_wanted
 from .errors import ConfigError, LabelError, RasterReadError
 from .outputs import atomic_output
 from .progress import Feedback, NullFeedback, check_canceled
@@ -646,62 +646,41 @@ class _ChipFile(NamedTuple):
 
 
 class _ChipSink:
-    """Writes chips and accumulates their band statistics on one background thread, in submission order.
+    """Turns finished chips into files on the file writer's I/O threads; band statistics on the caller's thread.
 
-    GDAL reads (the next chip) and file writes both release the GIL, so overlapping them uses both cores.
-    One writer keeps the statistics' order deterministic; a second one was measured 15 % slower on 2 cores
-    (578 vs 682 chips/s in alternating runs, docs/export.md). At most ``max_pending`` chips wait (bounded
-    memory). Errors raised by the writer surface on the next submit or at :meth:`finish`; :meth:`close`
-    drops queued chips and waits for the running one (cancel).
+    The export's main thread prepares each chip's bytes (patched TIFF templates, DEFLATE label strips) and
+    its statistics (C histograms that release the GIL) and hands the files over; creating them and waiting
+    for the device happen on the I/O threads. A separate writer thread for the statistics and templates
+    (stop 12's design) cost two more thread hand-offs per chip, which this virtual machine charges dearly
+    (futex wake-ups were 12 % of the export's CPU samples); inline, chips/s rose 3-5 % and the statistics
+    keep the chips' order. Errors of the I/O threads surface on a later submit or at :meth:`finish`;
+    :meth:`close` drops queued files and waits for the running ones (cancel).
     """
 
-    def __init__(self, tiff: TiffChipWriter | None, crs: Any, stats: _BandStats, max_pending: int = 8) -> None:
-        from collections import deque
-        from concurrent.futures import Future, ThreadPoolExecutor
-
+    def __init__(self, tiff: TiffChipWriter | None, files: FileWriter, crs: Any, stats: _BandStats) -> None:
         self.tiff = tiff
+        self.files = files
         self.crs = crs
         self.stats = stats
-        self.max_pending = max_pending
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chip-writer")
-        self.pending: deque[Future[None]] = deque()
 
     def submit(self, files: list[_ChipFile], transform: Any, stored: np.ndarray,
                valid: np.ndarray | None) -> None:
-        if self.tiff is not None:
-            for f in files:  # templates are made here, on the thread that owns GDAL's env
-                if f.fmt == "tif":
-                    self.tiff.template(f.data.shape, str(f.data.dtype), transform, f.nodata,  # type: ignore[arg-type]
-                                       f.compress)
-        while len(self.pending) >= self.max_pending:
-            self.pending.popleft().result()
-        self.pending.append(self.pool.submit(self._work, files, transform, stored, valid))
-
-    def _work(self, files: list[_ChipFile], transform: Any, stored: np.ndarray, valid: np.ndarray | None) -> None:
         for f in files:
             if f.fmt == "tif" and self.tiff is not None:
                 self.tiff.write(f.path, f.data, transform, f.nodata, f.compress)
             else:
-                _write_chip(f.path, f.data, transform, self.crs, f.nodata, f.fmt)
+                self.files.run(_write_chip, f.path, f.data, transform, self.crs, f.nodata, f.fmt)
         if valid is None:
             self.stats.add_all_valid(stored)
         else:
             self.stats.add(stored, valid)
 
     def finish(self) -> None:
-        """Wait for every chip (raising the first worker error)."""
-        while self.pending:
-            self.pending.popleft().result()
-        if self.tiff is not None:
-            self.tiff.flush()
+        """Wait for every file (raising the first write error)."""
+        self.files.flush()
 
     def close(self) -> None:
-        for fut in self.pending:
-            fut.cancel()
-        self.pending.clear()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        if self.tiff is not None:
-            self.tiff.close()
+        self.files.close()
 
 
 # --------------------------------------------------------------------------- main
@@ -831,8 +810,9 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
     obins = cfg.orientation_bins
     total = len(origins) * len(angles)
     fb.info(f"export grid {ncols}x{nrows} px at cell size {csx:g} x {csy:g}: {total} candidate chips")
-    tiff = TiffChipWriter(src.crs, direct_io=direct_io_wanted(tmp)) if ext == "tif" else None
-    sink = _ChipSink(tiff, src.crs, stats)
+    file_writer = FileWriter(direct_io_wanted(tmp))
+    tiff = TiffChipWriter(src.crs, files=file_writer) if ext == "tif" else None
+    sink = _ChipSink(tiff, file_writer, src.crs, stats)
     sampler = _PreviewSampler(cfg.preview_chips, cfg.tile_size_px)
     candidates = _candidates(origins, angles, base, (tw, th), mask_geom, vlabels, cfg.only_tiles_with_features,
                              skipped)

@@ -94,17 +94,18 @@ def write_buffered(path: str | Path, parts: list[Any]) -> None:
 
 
 class FileWriter:
-    """Writes whole new files, large ones with ``O_DIRECT`` while that works and keeps up.
+    """Writes whole new files on a few I/O threads, large ones with ``O_DIRECT`` while that works and keeps up.
 
-    A direct write waits for the device, so large files go to a few I/O threads (``threads``): the caller
-    goes on while the device works, and several writes keep the device's queue busy. :meth:`write` may
-    therefore return before the file exists: :meth:`flush` waits for every file and raises the first error;
-    :meth:`close` (cancel, errors) waits for the writes already started and drops the queued ones. At most
-    ``max_pending`` files wait (bounded memory: each holds its chip's pixels). Small files and normal writes
-    are written at once, on the caller's thread.
+    The caller (the export's main thread) only prepares the bytes: creating files and waiting for the
+    device happen on ``threads`` I/O threads, which release the GIL while they do, and several direct writes
+    in flight keep the device's queue busy. :meth:`write` and :meth:`run` therefore return before the file
+    exists: :meth:`flush` waits for every file and raises the first error; :meth:`close` (cancel, errors)
+    waits for the writes already started and drops the queued ones. At most ``max_pending`` files wait
+    (bounded memory: each holds its chip's pixels, which must not change until written). ``threads=0``
+    writes on the caller's thread.
     """
 
-    def __init__(self, direct: bool, threads: int = 3, max_pending: int = 8) -> None:
+    def __init__(self, direct: bool, threads: int = 3, max_pending: int = 16) -> None:
         from collections import deque
         from concurrent.futures import Future
 
@@ -123,10 +124,13 @@ class FileWriter:
         self._busy_since = 0.0
 
     def write(self, path: str | Path, parts: list[Any]) -> None:
-        """Write ``parts`` (bytes-like, in order, left unchanged until written) as the new file ``path``."""
-        total = sum(memoryview(p).nbytes for p in parts)
-        if not self.direct or total < MIN_BYTES:
-            write_buffered(path, parts)
+        """Queue the new file ``path`` made of ``parts`` (bytes-like, in order)."""
+        self.run(self._write_one, path, parts, sum(memoryview(p).nbytes for p in parts))
+
+    def run(self, job: Any, *args: Any) -> None:
+        """Queue ``job(*args)``, a write of another kind (a chip GDAL itself writes), in the same bounds."""
+        if self.threads <= 0:
+            job(*args)
             return
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
@@ -134,7 +138,7 @@ class FileWriter:
             self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="chip-io")
         while len(self._pending) >= self.max_pending:
             self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._write_one, path, parts, total))
+        self._pending.append(self._pool.submit(job, *args))
 
     def flush(self) -> None:
         """Wait until every file is written (raising the first error)."""
@@ -150,7 +154,7 @@ class FileWriter:
             self._pool = None
 
     def _write_one(self, path: str | Path, parts: list[Any], total: int) -> None:
-        if not self.direct:  # another thread found direct writes refused or slow meanwhile
+        if not self.direct or total < MIN_BYTES:  # (direct may have been turned off by another thread)
             write_buffered(path, parts)
             return
         try:

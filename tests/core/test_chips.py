@@ -299,7 +299,7 @@ def test_cancel_leaves_no_folder(tmp_path: Path) -> None:
     assert not any(p.name.startswith(".o") for p in tmp_path.iterdir())
     import threading
 
-    assert not [t for t in threading.enumerate() if t.name in ("chip-reader",) or t.name.startswith("chip-writer")]
+    assert not [t for t in threading.enumerate() if t.name == "chip-reader" or t.name.startswith("chip-io")]
 
 
 def test_config_validation() -> None:
@@ -497,3 +497,30 @@ def test_preview_sampler_spreads_its_picks_with_bounded_memory(count: int) -> No
         assert indices[-1] >= count - 1 - sampler.stride  # the last kept chip: the end of the export is shown
         gaps = np.diff(indices)
         assert not len(gaps) or gaps.max() <= 2 * max(gaps.min(), 1) + sampler.stride  # evenly spread
+
+
+def test_a_write_error_on_the_io_threads_fails_the_export_cleanly(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are written on I/O threads: a full disk there reaches the caller, and no folder is left."""
+    import errno
+    import threading
+
+    import core.direct_io
+
+    real = core.direct_io.write_buffered
+    calls = []
+
+    def full_disk(path: Any, parts: Any) -> None:
+        calls.append(path)
+        if len(calls) >= 7:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, parts)
+
+    monkeypatch.setattr(core.direct_io, "write_buffered", full_disk)
+    monkeypatch.setenv("RLC_DIRECT_IO", "off")
+    raster = make_raster(tmp_path / "r.tif")
+    with pytest.raises(OSError, match="No space left"):
+        export_training_data(ExportConfig(str(raster), str(squares(tmp_path / "l.gpkg")), str(tmp_path / "o"),
+                                          tile_size_px=(16, 16), stride_px=(8, 8)))
+    assert not (tmp_path / "o").exists() and not any(p.name.startswith(".o") for p in tmp_path.iterdir())
+    assert not [t for t in threading.enumerate() if t.name.startswith("chip-io")]
