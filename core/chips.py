@@ -665,11 +665,12 @@ class _ChipSink:
 
     def submit(self, files: list[_ChipFile], transform: Any, stored: np.ndarray,
                valid: np.ndarray | None) -> None:
-        for f in files:
-            if f.fmt == "tif" and self.tiff is not None:
-                self.tiff.write(f.path, f.data, transform, f.nodata, f.compress)
-            else:
-                self.files.run(_write_chip, f.path, f.data, transform, self.crs, f.nodata, f.fmt)
+        with self.files.together():
+            for f in files:
+                if f.fmt == "tif" and self.tiff is not None:
+                    self.tiff.write(f.path, f.data, transform, f.nodata, f.compress)
+                else:
+                    self.files.run(_write_chip, f.path, f.data, transform, self.crs, f.nodata, f.fmt)
         if valid is None:
             self.stats.add_all_valid(stored)
         else:
