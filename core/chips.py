@@ -543,10 +543,12 @@ class _Candidate(NamedTuple):
 
 def _candidates(origins: list[tuple[int, int]], angles: list[float], base: Any, tile: tuple[int, int],
                 mask_geom: Any, vlabels: _VectorLabels | None, only_with_features: bool,
-                skipped: dict[str, int]) -> Iterator[_Candidate]:
+                skipped: dict[str, int], chunk: int = 256) -> Iterator[_Candidate]:
     """The candidate chips in export order, less those outside the mask or without a feature under them.
 
-    The skipped ones are counted in ``skipped``.
+    The skipped ones are counted in ``skipped``. Footprints, the mask test and the label index query run on
+    ``chunk`` chips at a time (one shapely call each instead of one per chip: ~20 us per chip less of the
+    main thread's time); each grid is made per chip exactly as before, so footprints are bit for bit the same.
     """
     import shapely
     from affine import Affine
@@ -555,20 +557,26 @@ def _candidates(origins: list[tuple[int, int]], angles: list[float], base: Any, 
 
     number = 0
     for angle in angles:
-        for col, row in origins:
-            number += 1
-            grid = rotated_grid(Grid(base @ Affine.translation(col, row), *tile), angle)
-            footprint = shapely.Polygon(grid.corners())
-            if mask_geom is not None and not mask_geom.contains(footprint):
-                skipped["outside_mask"] += 1
-                continue
-            hits = None
+        for start in range(0, len(origins), chunk):
+            grids = [rotated_grid(Grid(base @ Affine.translation(col, row), *tile), angle)
+                     for col, row in origins[start:start + chunk]]
+            footprints = shapely.polygons(np.array([g.corners() for g in grids], dtype=np.float64))
+            keep = np.ones(len(grids), dtype=bool)
+            if mask_geom is not None:
+                keep = shapely.contains(mask_geom, footprints)
+                skipped["outside_mask"] += int((~keep).sum())
+            hits_of: list[np.ndarray | None] = [None] * len(grids)
             if vlabels is not None:
-                hits = vlabels.index.query(footprint)
-                if only_with_features and not len(hits):
-                    skipped["no_features"] += 1
-                    continue
-            yield _Candidate(number, angle, grid, footprint, hits)
+                which, tree_idx = vlabels.index.query_many(footprints)
+                bounds = np.searchsorted(which, np.arange(len(grids) + 1)).tolist()
+                hits_of = [tree_idx[bounds[i]:bounds[i + 1]] for i in range(len(grids))]
+                if only_with_features:
+                    empty = keep & (np.diff(bounds) == 0)
+                    skipped["no_features"] += int(empty.sum())
+                    keep &= ~empty
+            for i in np.flatnonzero(keep).tolist():
+                yield _Candidate(number + i + 1, angle, grids[i], footprints[i], hits_of[i])
+            number += len(grids)
 
 
 _END = object()

@@ -103,6 +103,13 @@ class LabelIndex:
         idx = self.tree.query(footprint, predicate="intersects")
         return np.sort(np.asarray(idx, dtype=np.int64))
 
+    def query_many(self, footprints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`query` for an array of footprints at once: (footprint index, geometry index) pairs, sorted
+        by footprint, then geometry (each footprint's geometries as :meth:`query` gives them)."""
+        which, idx = self.tree.query(footprints, predicate="intersects")
+        order = np.lexsort((idx, which))
+        return np.asarray(which[order], dtype=np.int64), np.asarray(idx[order], dtype=np.int64)
+
     def rasterize(self, transform: Affine, shape: tuple[int, int], fill: int = 0, dtype: str = "uint8",
                   footprint: Any = None, idx: np.ndarray | None = None) -> np.ndarray:
         """Burn the geometries touching the chip onto a (h, w) array of ``dtype``.
