@@ -161,7 +161,9 @@ def read_grid(src: Any, bands: tuple[int, ...], grid: Grid, resampling: Resampli
     if alpha is not None:
         a = data[read_bands.index(alpha)]
         transparent = a == 0
-        data = data[[read_bands.index(b) for b in bands]]
+        keep = [read_bands.index(b) for b in bands]
+        # RGBA read as bands 1-3 + alpha: the first bands of a C-ordered array are a contiguous view, no copy.
+        data = data[: len(keep)] if keep == list(range(len(keep))) else data[keep]
         invalid = outside | transparent
     else:
         invalid = outside | invalid_mask(data, nodata)
