@@ -25,10 +25,13 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from affine import Affine
+
+if TYPE_CHECKING:
+    from .direct_io import FileWriter
 
 _TIEPOINT = 33922  # ModelTiepointTag: (i, j, k, x, y, z) doubles, x/y = transform c/f
 _TRANSFORMATION = 34264  # ModelTransformationTag: 4x4 doubles, [3] = c, [7] = f (rotated grids)
@@ -236,14 +239,14 @@ class TiffChipWriter:
             at once, normally, on the caller's thread.
     """
 
-    def __init__(self, crs: Any, fast: bool = True, files: Any = None) -> None:
+    def __init__(self, crs: Any, fast: bool = True, files: FileWriter | None = None) -> None:
         import threading
 
         from .direct_io import FileWriter
 
         self.crs = crs
         self.fast = fast
-        self.files: FileWriter = files if files is not None else FileWriter(direct=False, threads=0)
+        self.files = files if files is not None else FileWriter(direct=False, threads=0)
         self._templates: dict[tuple[Any, ...], _Template | None] = {}
         self._lock = threading.Lock()
 

@@ -249,11 +249,6 @@ class FileWriter:
                 self._stop(f"direct writes took {self._busy * 1e3 / self._mb:.1f} ms per MB "
                            f"(over {SLOW_MS_PER_MB:g})")
 
-    def ms_per_mb(self) -> float | None:
-        """The device's measured speed during the probe (ms per MB while writing), once there is one."""
-        with self._lock:
-            return self._busy * 1e3 / self._mb if self._mb and self._inflight == 0 else None
-
     def _stop(self, reason: str) -> None:
         """Normal writes from now on (attribute stores are atomic: no lock, callable under :meth:`_end`'s)."""
         self.direct = False
