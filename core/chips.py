@@ -1090,8 +1090,10 @@ class _PreviewSampler:
 
     def __init__(self, n: int, tile_size: tuple[int, int], tile_px: int = 192) -> None:
         self.n = max(n, 0)
-        self.tile_px = min(tile_px, max(tile_size))
-        self.step = max(1, int(math.ceil(max(tile_size) / self.tile_px)))
+        self.step = max(1, int(math.ceil(max(tile_size) / min(tile_px, max(tile_size)))))
+        # Panels as large as the decimated chips (128 px for 256 px chips, not 192 with a white margin): the
+        # sheet has half the pixels, and its PNG encoding was most of the preview's time.
+        self.tile_px = int(math.ceil(max(tile_size) / self.step))
         self.stride = 1
         self.kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
