@@ -228,8 +228,8 @@ def _decodes_like_gdal(ours: bytes, gdal: bytes) -> bool:
 class TiffChipWriter:
     """Writes TIFF chips byte-identical to rasterio/GDAL's, with one GDAL call per chip layout.
 
-    Thread-safe for writing (templates are made under a lock, files are written independently), so chips
-    can be written from a small pool while the export reads the next ones.
+    Templates are made under a lock and files are written independently, so several threads may write
+    chips; the export writes from its main thread and lets ``files`` create the files on its I/O threads.
 
     Args:
         crs: the chips' CRS (rasterio CRS or anything rasterio accepts).

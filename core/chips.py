@@ -586,7 +586,7 @@ class _ChipReader:
     """Reads the images of the next chips on a background thread while the main thread labels the current one.
 
     GDAL releases the GIL while it decodes, so on 2 cores the read of chip k+1 overlaps the labels of chip k
-    and the writer thread's files of chip k-1. The main thread runs the candidates' pixel-free checks and
+    and the I/O threads' files of chip k-1. The main thread runs the candidates' pixel-free checks and
     hands the reader ``ahead`` chips to read; the reader does nothing but read, so it needs the GIL as little
     as possible (doing the checks there too made it wait for the GIL: 0.3-0.4 ms per chip). Only this thread
     reads the raster (a GDAL dataset is not for concurrent use), inside the export's GDAL settings (rasterio's
@@ -634,10 +634,12 @@ class _ChipReader:
 
     def close(self) -> None:
         """Stop the thread after its current read (the unread requests are dropped)."""
+        import queue
+
         while True:
             try:
                 self._requests.get_nowait()
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 break
         self._requests.put(_END)
         self._thread.join()

@@ -4,7 +4,7 @@ An export creates thousands of 64 KB-4 MB chip files that nothing reads back dur
 normally, every byte is first copied into freshly allocated page-cache pages, and the kernel writes them
 back later anyway. On virtual machines whose host backs guest memory lazily, those new pages are the
 dominant cost: a 256 KB chip cost 0.8-1.0 ms of CPU written normally and 0.14-0.20 ms with ``O_DIRECT``
-here (the device copies straight from our buffer; the writer thread waits without using the CPU).
+here (the device copies straight from our buffer; the I/O thread waits without using the CPU).
 
 Direct writes are only used where they are safe and not slower:
 
