@@ -279,7 +279,10 @@ class TiffChipWriter:
         if tpl is None:
             self.files.run(write_with_gdal, path, data, transform, self.crs, nodata, compress)
             return
-        self.files.write(path, tpl.parts(data, transform))
+        if tpl.count_at is not None:  # DEFLATE on the I/O thread: zlib releases the GIL, the caller goes on
+            self.files.write_made(path, tpl.parts, data, transform)
+        else:
+            self.files.write(path, tpl.parts(data, transform))
 
     def flush(self) -> None:
         """Wait until every chip is on disk (raising the first write error)."""

@@ -16,8 +16,9 @@ Direct writes are only used where they are safe and not slower:
   so is everything after it.
 
 ``RLC_DIRECT_IO=off`` turns it off, ``on`` skips the file-system check (still falls back on refusal).
-The files are byte-identical either way: the data is written from a page-aligned buffer rounded up to whole
-4 KB blocks and the file is then truncated to its real length.
+The files are byte-identical either way: the whole 4 KB blocks are written from a page-aligned buffer, then
+``O_DIRECT`` is cleared on the descriptor and the last partial block is written normally. (Padding to a whole
+block and truncating the file instead made ext4 zero the block's tail: 0.05 ms more per file.)
 """
 
 from __future__ import annotations
@@ -130,6 +131,18 @@ class FileWriter:
         """Queue the new file ``path`` made of ``parts`` (bytes-like, in order)."""
         self.run(self._write_one, path, parts, sum(memoryview(p).nbytes for p in parts))
 
+    def write_made(self, path: str | Path, make: Any, *args: Any) -> None:
+        """Queue the new file ``path`` made of ``make(*args)``'s parts, computed on the I/O thread.
+
+        For bytes whose making releases the GIL (a label chip's DEFLATE stream): off the caller's thread.
+        ``args`` must not change until the file is written.
+        """
+        self.run(self._make_and_write, path, make, args)
+
+    def _make_and_write(self, path: str | Path, make: Any, args: tuple[Any, ...]) -> None:
+        parts = make(*args)
+        self._write_one(path, parts, sum(memoryview(p).nbytes for p in parts))
+
     def run(self, job: Any, *args: Any) -> None:
         """Queue ``job(*args)``, a write of another kind (a chip GDAL itself writes), in the same bounds."""
         if self.threads <= 0:
@@ -203,24 +216,28 @@ class FileWriter:
         return buf
 
     def _write_direct(self, path: str | Path, parts: list[Any], total: int) -> None:
-        size = -(-total // ALIGN) * ALIGN
-        view = memoryview(self._buffer(size))
+        import fcntl
+
+        head = total // ALIGN * ALIGN  # whole blocks, written direct; total >= MIN_BYTES, so head > 0
+        view = memoryview(self._buffer(total))
         pos = 0
         for p in parts:
             b = memoryview(p).cast("B")
             view[pos:pos + b.nbytes] = b
             pos += b.nbytes
-        view[pos:size] = bytes(size - pos)  # the padding is cut off below; zeros keep the write deterministic
         probed = self._begin()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o666)
         try:
             done = 0
-            while done < size:
-                n = os.write(fd, view[done:size])
+            while done < head:
+                n = os.write(fd, view[done:head])
                 if n <= 0 or n % ALIGN:  # a partial block cannot be continued with O_DIRECT
                     raise OSError(errno.EINVAL, "short direct write")
                 done += n
-            os.ftruncate(fd, total)
+            if total > head:  # the last partial block through the page cache, after the direct ones
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                while done < total:
+                    done += os.write(fd, view[done:total])
         finally:
             os.close(fd)
             self._end(probed, total)
