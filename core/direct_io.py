@@ -104,11 +104,11 @@ class FileWriter:
     in flight keep the device's queue busy. :meth:`write` and :meth:`run` therefore return before the file
     exists: :meth:`flush` waits for every file and raises the first error; :meth:`close` (cancel, errors)
     waits for the writes already started and drops the queued ones. At most ``max_pending`` jobs (files, or
-    a chip's files written :meth:`together`) wait: bounded memory, each holds its chip's pixels, which must
-    not change until written. ``threads=0`` writes on the caller's thread.
+    the files batched between :meth:`begin` and :meth:`end`) wait: bounded memory, each holds its chips'
+    pixels, which must not change until written. ``threads=0`` writes on the caller's thread.
     """
 
-    def __init__(self, direct: bool, threads: int = 3, max_pending: int = 8) -> None:
+    def __init__(self, direct: bool, threads: int = 2, max_pending: int = 8) -> None:
         from collections import deque
         from concurrent.futures import Future
 
@@ -157,20 +157,32 @@ class FileWriter:
         """Files queued inside the block are written by one I/O thread in one job (a chip's image and label).
 
         Every job costs thread hand-offs, which this project's virtual machine charges dearly; one per chip
-        instead of one per file halves them.
+        instead of one per file halves them. Inside an open :meth:`begin` batch it adds to that batch.
         """
-        if self.threads <= 0 or self._batch is not None:
+        if not self.begin():
             yield
             return
-        self._batch = []
         try:
             yield
         finally:
-            batch, self._batch = self._batch, None
-            if len(batch) == 1:
-                self._submit(batch[0][0], *batch[0][1])
-            elif batch:
-                self._submit(_run_all, batch)
+            self.end()
+
+    def begin(self) -> bool:
+        """Start collecting queued files into one job; False when a batch is already open (or no threads)."""
+        if self.threads <= 0 or self._batch is not None:
+            return False
+        self._batch = []
+        return True
+
+    def end(self) -> None:
+        """Queue the files collected since :meth:`begin` as one job."""
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        if len(batch) == 1:
+            self._submit(batch[0][0], *batch[0][1])
+        elif batch:
+            self._submit(_run_all, batch)
 
     def _submit(self, job: Any, *args: Any) -> None:
         if self._pool is None:
@@ -182,11 +194,13 @@ class FileWriter:
         self._pending.append(self._pool.submit(job, *args))
 
     def flush(self) -> None:
-        """Wait until every file is written (raising the first error)."""
+        """Wait until every file is written, an open batch's included (raising the first error)."""
+        self.end()
         while self._pending:
             self._pending.popleft().result()
 
     def close(self) -> None:
+        self._batch = None  # an open batch's files are dropped like the queued ones
         for fut in self._pending:
             fut.cancel()
         self._pending.clear()

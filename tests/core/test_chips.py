@@ -412,6 +412,13 @@ def test_byte_histogram_counts_only_the_valid_pixels() -> None:
     wide = rng.integers(0, 256, (8, 8)).astype(np.uint16)  # not 8-bit: the numpy path, same answer
     mask = rng.random(wide.shape) > 0.5
     np.testing.assert_array_equal(_byte_histogram(wide, mask), np.bincount(wide[mask], minlength=256)[:256])
+    from core.chips import _chip_histograms  # all bands of a chip at once (the reader thread's statistics)
+
+    chip = rng.integers(0, 256, (3, 20, 30)).astype(np.uint8)
+    valid = rng.random(chip.shape[1:]) > 0.4
+    for m in (None, valid):
+        want = np.stack([np.bincount(b.ravel() if m is None else b[m], minlength=256) for b in chip])
+        np.testing.assert_array_equal(_chip_histograms(chip, m), want)
 
 
 def test_band_statistics_leave_out_nodata_pixels(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def _parts(rng: np.random.Generator, n: int) -> list[object]:
 def test_direct_writes_give_the_same_files(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     writer = FileWriter(direct=True)
-    sizes = [direct_io.MIN_BYTES, direct_io.MIN_BYTES + 1, 262144 + 431, 3 * 1024 * 1024 + 7, 1000]
+    sizes = [direct_io.MIN_BYTES, direct_io.MIN_BYTES + 1, 262144 + 431, 3 * 1024 * 1024 + 7, 1000, 2 * 1024 * 1024]
     expected = {}
     for k, n in enumerate(sizes + sizes[::-1]):  # shrinking sizes reuse the grown buffers
         parts = _parts(rng, n)
@@ -121,3 +121,36 @@ def test_a_slow_device_goes_back_to_normal_writes(tmp_path: Path, monkeypatch: p
     assert not writer.direct and "ms per MB" in (writer.fallback_reason or "refused")
     # Files already queued when the probe ended may still go direct: the switch stops the ones after them.
     assert writer.direct_files == 0 or direct_io._WARMUP_FILES + direct_io._PROBE_FILES <= writer.direct_files < len(expected)
+
+
+def test_a_batch_is_one_job_written_on_flush(tmp_path: Path) -> None:
+    import threading
+
+    writer = FileWriter(direct=True, threads=2)
+    rng = np.random.default_rng(4)
+    ran_on: list[int] = []
+    expected = {}
+    assert writer.begin() and not writer.begin()  # batches do not nest
+    for k in range(3):
+        parts = _parts(rng, 70_000 + k)
+        writer.write(tmp_path / f"{k}.bin", parts)
+        expected[k] = b"".join(bytes(p) for p in parts)  # type: ignore[call-overload]
+        writer.run(lambda: ran_on.append(threading.get_ident()))
+    made = _parts(rng, 5000)
+    writer.write_made(tmp_path / "made.bin", lambda a, b: [a, b], made[0], made[1])
+    assert not writer._pending  # nothing queued before the batch ends
+    writer.flush()  # ends the open batch, then waits
+    writer.close()
+    for k, data in expected.items():
+        assert (tmp_path / f"{k}.bin").read_bytes() == data
+    assert (tmp_path / "made.bin").read_bytes() == bytes(made[0]) + bytes(made[1])  # type: ignore[call-overload]
+    assert len(ran_on) == 3 and len(set(ran_on)) == 1 and ran_on[0] != threading.get_ident()
+
+
+def test_close_drops_an_open_batch(tmp_path: Path) -> None:
+    writer = FileWriter(direct=False, threads=2)
+    writer.begin()
+    writer.write(tmp_path / "dropped.bin", [b"x" * 10])
+    writer.close()
+    writer.flush()
+    assert not (tmp_path / "dropped.bin").exists()
