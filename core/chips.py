@@ -630,8 +630,9 @@ class _ChipReader:
 
     GDAL releases the GIL while it decodes, so on 2 cores the read of chip k+1 overlaps the labels of chip k
     and the I/O threads' files of chip k-1. The main thread runs the candidates' pixel-free checks and
-    hands the reader ``ahead`` chips to read; the reader does nothing but read, so it needs the GIL as little
-    as possible (doing the checks there too made it wait for the GIL: 0.3-0.4 ms per chip). Only this thread
+    hands the reader ``ahead`` chips to read; the reader runs only ``read`` (the read and the C loops of
+    :func:`_read_pixels`, which release the GIL), so it needs the GIL as little as possible (doing the checks
+    there too made it wait for the GIL: 0.3-0.4 ms per chip). Only this thread
     reads the raster (a GDAL dataset is not for concurrent use), inside the export's GDAL settings (rasterio's
     environment is per thread). A read error is raised by the iteration; :meth:`close` stops the thread.
     """
