@@ -334,7 +334,8 @@ class _BandStats:
         self.rng = np.random.default_rng(seed)
 
     def add_histograms(self, hist: np.ndarray) -> None:
-        """Add a chip's :func:`_chip_histograms` (taken on the reader thread; integer sums: order-free)."""
+        """Add a chip's :func:`_chip_histograms`: the export's path for 8-bit chips (the reader thread takes
+        them, Pillow's C loop without the GIL; integer sums, so the order does not matter)."""
         assert self.hist is not None and self.hist_size == 256
         self.hist += hist
 
@@ -349,9 +350,6 @@ class _BandStats:
         self._add(data, valid, all_valid)
 
     def _add(self, data: np.ndarray, valid: np.ndarray | None, all_valid: bool) -> None:
-        if self.hist is not None and self.hist_size == 256:
-            self.hist += _chip_histograms(data, None if all_valid else valid)
-            return
         if self.hist is not None:
             for i, band in enumerate(data):
                 vals = band.ravel() if all_valid else band[valid]

@@ -23,13 +23,11 @@ block and truncating the file instead made ext4 zero the block's tail: 0.05 ms m
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import mmap
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,23 +150,12 @@ class FileWriter:
         else:
             self._submit(job, *args)
 
-    @contextlib.contextmanager
-    def together(self) -> Iterator[None]:
-        """Files queued inside the block are written by one I/O thread in one job (a chip's image and label).
-
-        Every job costs thread hand-offs, which this project's virtual machine charges dearly; one per chip
-        instead of one per file halves them. Inside an open :meth:`begin` batch it adds to that batch.
-        """
-        if not self.begin():
-            yield
-            return
-        try:
-            yield
-        finally:
-            self.end()
-
     def begin(self) -> bool:
-        """Start collecting queued files into one job; False when a batch is already open (or no threads)."""
+        """Start collecting queued files into one job; False when a batch is already open (or no threads).
+
+        Every job costs thread wake-ups and GIL hand-offs, which this project's virtual machine charges
+        dearly: the export batches 4 chips' files per job (see ``core.chips._ChipSink``).
+        """
         if self.threads <= 0 or self._batch is not None:
             return False
         self._batch = []
