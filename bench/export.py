@@ -114,7 +114,7 @@ def child(args: argparse.Namespace) -> None:
     export_training_data(ExportConfig(args.raster, args.labels, args.out + "_warmup", tile_size_px=(256, 256),
                                       max_chips=1, preview_chips=1))
     cfg = ExportConfig(args.raster, args.labels, args.out, tile_size_px=(256, 256), stride_px=(256, 256),
-                       max_chips=args.max_chips, preview_chips=4)
+                       max_chips=args.max_chips, preview_chips=4, workers=args.workers)
     # Flush what earlier steps wrote (the generated raster, the previous run's chips): the kernel writing
     # them back on one of the 2 cores during the timed export would bill this run for another's output.
     os.sync()
@@ -211,6 +211,7 @@ def main() -> None:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--raster"), p.add_argument("--labels"), p.add_argument("--out")
     p.add_argument("--size", type=int), p.add_argument("--max-chips", type=int)
+    p.add_argument("--workers", type=int, default=0, help="export worker processes (0: automatic, 1: threads only)")
     p.add_argument("--baseline", action="store_true")
     p.add_argument("--repeat", type=int, default=3, help="runs of the small export; the median (by ratio) is reported")
     args = p.parse_args()

@@ -14,13 +14,15 @@ speed-proportional, or speed bins) and optionally orientation chips for multi-ta
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as _dt
 import json
 import math
+import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -79,6 +81,8 @@ class ExportConfig(StepConfig):
         class_names / class_colors: legend from the label layer's style (value -> name / ``#rrggbb``).
         max_chips: stop after this many chips (quick tries).
         preview_chips: how many chips ``preview.png`` shows.
+        workers: processes making chips; 0 = one per core where forking is safe (Linux, outside QGIS) and
+            the output is the same (8/16-bit chips, no ``max_chips``), 1 = threads in this process only.
         overwrite: replace an existing output folder.
     """
 
@@ -115,6 +119,7 @@ class ExportConfig(StepConfig):
     max_chips: int | None = None
     preview_chips: int = 8
     overwrite: bool = True
+    workers: int = 0
 
     def validate(self) -> None:
         from .raster_io import RESAMPLING_NAMES
@@ -148,6 +153,7 @@ class ExportConfig(StepConfig):
         require(0 <= self.stretch_percentiles[0] < self.stretch_percentiles[1] <= 100,
                 "stretch_percentiles must be (low, high) with 0 <= low < high <= 100")
         require(self.max_chips is None or self.max_chips > 0, "max_chips must be positive")
+        require(self.workers >= 0, "workers must be 0 (automatic), 1 (no worker processes) or more")
         if self.label_mode in ("road_speed_continuous", "road_speed_bins"):
             require(bool(self.speed_field), f"label_mode {self.label_mode} needs speed_field (a numeric speed field)")
         if self.orientation:
@@ -550,62 +556,69 @@ class _Candidate(NamedTuple):
 
 def _candidates(origins: list[tuple[int, int]], angles: list[float], base: Any, tile: tuple[int, int],
                 mask_geom: Any, vlabels: _VectorLabels | None, only_with_features: bool,
-                skipped: dict[str, int], chunk: int = 256) -> Iterator[_Candidate]:
+                skipped: dict[str, int], chunk: int = 256, start: int = 0,
+                stop: int | None = None) -> Iterator[_Candidate]:
     """The candidate chips in export order, less those outside the mask or without a feature under them.
 
-    The skipped ones are counted in ``skipped``. Footprints, the mask test and the label index query run on
-    ``chunk`` chips at a time (one shapely call each instead of one per chip: ~20 us per chip less of the
-    main thread's time); each grid is made per chip exactly as before, so footprints are bit for bit the same.
+    Candidate ``k`` (0-based) is origin ``k % len(origins)`` at angle ``k // len(origins)``; only
+    ``start <= k < stop`` are made (a worker process's block). The skipped ones are counted in ``skipped``.
+    Footprints, the mask test and the label index query run on ``chunk`` chips at a time (one shapely call
+    each instead of one per chip: ~20 us per chip less); each grid is made per chip, so footprints are bit
+    for bit the same whatever the blocks.
     """
     import shapely
     from affine import Affine
 
     from .raster_io import Grid, rotated_grid
 
-    number = 0
-    for angle in angles:
-        for start in range(0, len(origins), chunk):
-            grids = [rotated_grid(Grid(base @ Affine.translation(col, row), *tile), angle)
-                     for col, row in origins[start:start + chunk]]
-            footprints = shapely.polygons(np.array([g.corners() for g in grids], dtype=np.float64))
-            keep = np.ones(len(grids), dtype=bool)
-            if mask_geom is not None:
-                keep = shapely.contains(mask_geom, footprints)
-                skipped["outside_mask"] += int((~keep).sum())
-            hits_of: list[np.ndarray | None] = [None] * len(grids)
-            if vlabels is not None:
-                which, tree_idx = vlabels.index.query_many(footprints)
-                bounds = np.searchsorted(which, np.arange(len(grids) + 1)).tolist()
-                hits_of = [tree_idx[bounds[i]:bounds[i + 1]] for i in range(len(grids))]
-                if only_with_features:
-                    empty = keep & (np.diff(bounds) == 0)
-                    skipped["no_features"] += int(empty.sum())
-                    keep &= ~empty
-            for i in np.flatnonzero(keep).tolist():
-                yield _Candidate(number + i + 1, angle, grids[i], footprints[i], hits_of[i])
-            number += len(grids)
+    n = len(origins)
+    stop = n * len(angles) if stop is None else min(stop, n * len(angles))
+    k = start
+    while k < stop:
+        a, i0 = divmod(k, n)
+        i1 = min(n, i0 + chunk, i0 + stop - k)
+        angle = angles[a]
+        grids = [rotated_grid(Grid(base @ Affine.translation(col, row), *tile), angle) for col, row in origins[i0:i1]]
+        footprints = shapely.polygons(np.array([g.corners() for g in grids], dtype=np.float64))
+        keep = np.ones(len(grids), dtype=bool)
+        if mask_geom is not None:
+            keep = shapely.contains(mask_geom, footprints)
+            skipped["outside_mask"] += int((~keep).sum())
+        hits_of: list[np.ndarray | None] = [None] * len(grids)
+        if vlabels is not None:
+            which, tree_idx = vlabels.index.query_many(footprints)
+            bounds = np.searchsorted(which, np.arange(len(grids) + 1)).tolist()
+            hits_of = [tree_idx[bounds[i]:bounds[i + 1]] for i in range(len(grids))]
+            if only_with_features:
+                empty = keep & (np.diff(bounds) == 0)
+                skipped["no_features"] += int(empty.sum())
+                keep &= ~empty
+        for i in np.flatnonzero(keep).tolist():
+            yield _Candidate(k + i + 1, angle, grids[i], footprints[i], hits_of[i])
+        k += i1 - i0
 
 
 class _Pixels(NamedTuple):
-    """A chip's pixels as the reader thread hands them over.
+    """A chip's pixels as read.
 
     ``stored``: the values written (stretched when asked); ``invalid``: outside, nodata or transparent
     pixels, None when there are none; ``hist``: the 8-bit band histograms of the valid pixels
-    (:func:`_chip_histograms`), None for other types.
+    (:func:`_chip_histograms`) when the read took them, else None.
     """
 
     stored: np.ndarray
     invalid: np.ndarray | None
-    hist: np.ndarray | None
+    hist: np.ndarray | None = None
 
 
 def _read_pixels(src: Any, bands: tuple[int, ...], grid: Any, resampling: Any, fill: float,
                  stretch: tuple[list[float], list[float], bool] | None, byte_stats: bool) -> _Pixels:
-    """Read one chip and do all its pixel work that needs no labels (run by the reader thread).
+    """Read one chip and do the pixel work that needs no labels.
 
-    ``stretch``: (low, high, zero the invalid pixels). Stretch and histograms are C loops that release the
-    GIL, so on the reader thread they run beside the main thread's labels (0.2 ms per chip that the main
-    thread, the export's busiest, no longer spends).
+    ``stretch``: (low, high, zero the invalid pixels). ``byte_stats``: take the 8-bit band histograms too.
+    Stretch and histograms are C loops that release the GIL: on the export's reader thread they run beside
+    the main thread's labels (0.2 ms per chip that the main thread no longer spends). Moving the histograms
+    on to the I/O threads instead was slower (5 of 5 alternating runs).
     """
     from .raster_io import read_grid
 
@@ -700,23 +713,26 @@ class _ChipFile(NamedTuple):
 class _ChipSink:
     """Turns finished chips into files on the file writer's I/O threads, ``chips_per_job`` chips per job.
 
-    The export's main thread patches each chip's TIFF template and adds the band histograms the reader
-    thread took; creating the files, DEFLATE-compressing label strips and waiting for the device happen
-    on the I/O threads. Every job costs thread wake-ups and GIL hand-offs, which this project's virtual
-    machine charges dearly: with 4 chips per job on 2 I/O threads instead of 1 chip per job on 3, the
-    export made 8-13 instead of 14-19 voluntary context switches per chip and ran ~6 % faster (median of
-    15 alternating runs each). Errors of the I/O threads surface on a later submit or at :meth:`finish`;
-    :meth:`close` drops queued files and waits for the running ones (cancel).
+    The caller patches each chip's TIFF template; creating the files, DEFLATE-compressing label strips,
+    waiting for the device and, when the read did not take them, the 8-bit band histograms (Pillow's C
+    loop, without the GIL) happen on the I/O threads. Every job costs thread wake-ups and GIL
+    hand-offs, which this project's virtual machine charges dearly: with 4 chips per job on 2 I/O threads
+    instead of 1 chip per job on 3, the export made 8-13 instead of 14-19 voluntary context switches per
+    chip and ran ~6 % faster (median of 15 alternating runs each). Errors of the I/O threads surface on a
+    later submit or at :meth:`finish`; :meth:`close` drops queued files and waits for the running ones.
     """
 
     def __init__(self, tiff: TiffChipWriter | None, files: FileWriter, crs: Any, stats: _BandStats,
                  chips_per_job: int = 4) -> None:
+        import threading
+
         self.tiff = tiff
         self.files = files
         self.crs = crs
         self.stats = stats
         self.chips_per_job = chips_per_job
         self.submitted = 0
+        self._stats_lock = threading.Lock()
 
     def submit(self, files: list[_ChipFile], transform: Any, px: _Pixels) -> None:
         if self.submitted % self.chips_per_job == 0:
@@ -729,6 +745,8 @@ class _ChipSink:
                 self.files.run(_write_chip, f.path, f.data, transform, self.crs, f.nodata, f.fmt)
         if px.hist is not None:
             self.stats.add_histograms(px.hist)
+        elif self.stats.hist_size == 256:  # not taken by the read: on the I/O thread (Pillow, without the GIL)
+            self.files.run(self._add_histograms, px.stored, px.invalid)
         elif px.invalid is None:
             self.stats.add_all_valid(px.stored)
         else:
@@ -736,12 +754,383 @@ class _ChipSink:
         if self.submitted % self.chips_per_job == 0:
             self.files.end()
 
+    def _add_histograms(self, stored: np.ndarray, invalid: np.ndarray | None) -> None:
+        hist = _chip_histograms(stored, None if invalid is None else ~invalid)
+        with self._stats_lock:  # integer sums: the same in any order
+            self.stats.add_histograms(hist)
+
     def finish(self) -> None:
         """Wait for every file (raising the first write error)."""
         self.files.flush()
 
     def close(self) -> None:
         self.files.close()
+
+
+# --------------------------------------------------------------------------- chip making
+
+
+class _ChipPlan(NamedTuple):
+    """The candidate grid: what :func:`_candidates` needs to make any block of it."""
+
+    origins: list[tuple[int, int]]
+    angles: list[float]
+    base: Any
+    tile: tuple[int, int]
+    mask_geom: Any
+
+    @property
+    def total(self) -> int:
+        return len(self.origins) * len(self.angles)
+
+
+@dataclasses.dataclass
+class _ChipJob:
+    """Everything that turns a candidate into chip files, shared by the threads and the worker processes.
+
+    Worker processes are forked, so they inherit it (label index included) without pickling.
+    """
+
+    cfg: ExportConfig
+    bands: tuple[int, ...]
+    resampling: Any
+    fill: float
+    stretch: tuple[list[float], list[float], bool] | None
+    out_dtype: str
+    image_nodata: float | None
+    vlabels: _VectorLabels | None
+    area: tuple[float, float, float, float]
+    dirs: dict[str, Path]
+    ext: str
+    label_ext: str
+    plan: _ChipPlan
+    tiff: TiffChipWriter | None = None  # template maker (no files of its own): see :meth:`warm_templates`
+
+    def warm_templates(self, crs: Any) -> None:
+        """Make the TIFF templates of unrotated image and label chips now, before any worker is forked."""
+        if self.ext != "tif":
+            return
+        self.tiff = TiffChipWriter(crs)
+        tw, th = self.plan.tile
+        self.tiff.template((len(self.bands), th, tw), self.out_dtype, self.plan.base, self.image_nodata)
+        self.tiff.template((1, th, tw), "uint8", self.plan.base, None, True)
+
+    def folder_ext(self, folder: str) -> str:
+        return {"images": self.ext, "speed": "tif"}.get(folder, self.label_ext)
+
+    def candidates(self, skipped: dict[str, int], start: int = 0, stop: int | None = None) -> Iterator[_Candidate]:
+        p = self.plan
+        return _candidates(p.origins, p.angles, p.base, p.tile, p.mask_geom, self.vlabels,
+                           self.cfg.only_tiles_with_features, skipped, start=start, stop=stop)
+
+    def reader(self, src: Any, byte_stats: bool) -> Any:
+        """The per-chip read: :func:`_read_pixels` bound to this job and ``src``."""
+        import functools
+
+        return functools.partial(_read_pixels, src, self.bands, resampling=self.resampling, fill=self.fill,
+                                 stretch=self.stretch, byte_stats=byte_stats)
+
+    def sink(self, crs: Any, stats: _BandStats, io_threads: int) -> _ChipSink:
+        """A chip sink with its own file writer; TIFF templates are made once per export (see :attr:`tiff`)."""
+        files = FileWriter(direct_io_wanted(next(iter(self.dirs.values()))), threads=io_threads)
+        return _ChipSink(self.tiff.sharing_templates(files) if self.tiff is not None else None, files, crs, stats)
+
+
+class _Kept(NamedTuple):
+    """An exported chip as the export's bookkeeping sees it; its files are named ``name`` + extension.
+
+    ``preview``: (image, label) in memory, or None when the chips are in files only (worker processes).
+    """
+
+    name: str
+    angle: float
+    bounds: tuple[float, float, float, float]
+    footprint: Any
+    counts: dict[int, int]
+    nodata_fraction: float
+    preview: tuple[np.ndarray, np.ndarray] | None
+
+
+def _make_chip(job: _ChipJob, raster_labels: Any, cand: _Candidate, px: _Pixels, name: str,
+               skipped: dict[str, int]) -> tuple[list[_ChipFile], _Kept] | None:
+    """Label one chip and decide whether it is exported (None, counted in ``skipped``, when not)."""
+    cfg, vlabels, dirs = job.cfg, job.vlabels, job.dirs
+    grid, footprint, invalid = cand.grid, cand.footprint, px.invalid
+    nodata_fraction = float(invalid.mean()) if invalid is not None else 0.0
+    if nodata_fraction * 100.0 > cfg.max_nodata_percent:
+        skipped["nodata"] += 1
+        return None
+    speed_bands = None
+    if vlabels is not None:
+        burned = vlabels.index.rasterize(grid.transform, grid.shape, fill=0, footprint=footprint, idx=cand.hits)
+        if cfg.label_mode == "road_speed_bins":
+            nb = len(vlabels.speed_edges or [0, 1]) - 1
+            speed_bands = np.stack([burned == i + 1 for i in range(nb)] + [burned > 0]).astype(np.uint8)
+            label = (burned > 0).astype(np.uint8)
+        else:
+            label = burned
+    else:
+        label = _raster_label_chip(raster_labels, grid, cfg.labels)
+    if invalid is not None:
+        label[invalid] = cfg.ignore_value
+    counts = _byte_histogram(label)
+    counts[cfg.ignore_value] = 0
+    if cfg.only_tiles_with_features and not counts[1:].any():
+        skipped["no_features"] += 1  # no labelled pixel (0 and the ignore value do not count)
+        return None
+    if speed_bands is not None and invalid is not None:
+        speed_bands[:, invalid] = 0
+    files = [_ChipFile(dirs["images"] / f"{name}.{job.ext}", px.stored, job.image_nodata, job.ext),
+             _ChipFile(dirs["labels"] / f"{name}.{job.label_ext}", label[None], None, job.label_ext, True)]
+    if cfg.orientation and vlabels is not None:
+        orient = _orientation_chip(vlabels, grid, footprint, label, invalid, cfg.orientation_bins)
+        files.append(_ChipFile(dirs["orientation"] / f"{name}.{job.label_ext}", orient[None], None, job.label_ext,
+                               True))
+    if speed_bands is not None:
+        files.append(_ChipFile(dirs["speed"] / f"{name}.tif", speed_bands, None, "tif"))
+    if cfg.label_mode == "road_speed_continuous":
+        counts = np.array([counts[0], counts[1:255].sum()])
+    chip_counts = {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+    return files, _Kept(name, cand.angle, grid.bounds(), footprint, chip_counts, nodata_fraction, (px.stored, label))
+
+
+def _chips_in_threads(job: _ChipJob, src: Any, raster_labels: Any, stats: _BandStats, skipped: dict[str, int],
+                      fb: Feedback) -> Generator[_Kept, None, None]:
+    """Make the chips in this process: a reader thread, this thread labelling, I/O threads writing."""
+    total = job.plan.total
+    sink = job.sink(src.crs, stats, io_threads=2)
+    reader = _ChipReader(job.reader(src, stats.hist_size == 256), job.candidates(skipped))
+    kept = 0
+    try:
+        for cand, px in reader:
+            check_canceled(fb, "export of training chips")
+            if cand.number % 16 == 0:
+                fb.set_progress(100.0 * cand.number / total)
+            if job.cfg.max_chips is not None and kept >= job.cfg.max_chips:
+                break
+            made = _make_chip(job, raster_labels, cand, px, f"{kept:06d}", skipped)
+            if made is None:
+                continue
+            files, chip = made
+            sink.submit(files, cand.grid.transform, px)
+            kept += 1
+            yield chip
+        sink.finish()
+    finally:
+        reader.close()
+        sink.close()  # on cancel/error: drop queued chips, wait for the running one, before the folder goes
+
+
+# Chips per worker-process block: small enough that the last blocks end together (2-3 ms per chip), large
+# enough that a block's message and its final flush cost little per chip.
+_BLOCK = 16
+# Modules whose presence means a Qt/QGIS process: their threads may hold locks (GDAL's among them) that
+# a forked child would inherit locked, so the export does not fork there.
+_FORK_UNSAFE_MODULES = ("qgis.core", "PyQt5.QtCore", "PyQt6.QtCore")
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _fork_refusal() -> str | None:
+    """Why worker processes cannot be forked here, or None when they can."""
+    import multiprocessing
+    import sys
+
+    if not sys.platform.startswith("linux") or "fork" not in multiprocessing.get_all_start_methods():
+        return "worker processes are only forked on Linux"
+    loaded = [m for m in _FORK_UNSAFE_MODULES if m in sys.modules]
+    if loaded:
+        return f"this process runs Qt/QGIS ({loaded[0]}), which must not be forked"
+    return None
+
+
+def _process_workers(cfg: ExportConfig, total: int, stats: _BandStats, fb: Feedback) -> int:
+    """How many worker processes make the chips (1: threads in this process).
+
+    Threads share one GIL, which caps the export at ~1.5 cores; forked workers each make whole blocks of
+    chips. They are used when the statistics add up in any order (8/16-bit histograms: the same
+    ``dataset.json`` as the threads), ``max_chips`` does not cut the export short, there are enough chips,
+    and forking is safe (Linux, no Qt/QGIS in the process).
+    """
+    wanted = cfg.workers if cfg.workers else min(_usable_cores(), 8)
+    if wanted <= 1:
+        return 1
+    why = _fork_refusal()
+    if why is None and stats.hist is None:
+        why = f"the statistics of {stats.nbands}-band non-8/16-bit chips are a sample that depends on the chip order"
+    if why is None and cfg.max_chips is not None:
+        why = "max_chips stops the export early"
+    if why is None and not cfg.workers and total < 8 * _BLOCK:
+        why = "there are few chips"
+    if why is not None:
+        if cfg.workers:
+            fb.info(f"exporting with threads in this process, not {cfg.workers} worker processes: {why}")
+        return 1
+    return min(wanted, max(1, -(-total // _BLOCK)))
+
+
+class _BlockMaker:
+    """Makes whole blocks of :data:`_BLOCK` candidates in one process: read, label and write, one after the other.
+
+    Used by the export's process and by each forked worker; no reader thread (each process has a core).
+    """
+
+    def __init__(self, job: _ChipJob, src: Any, raster_labels: Any, stats: _BandStats) -> None:
+        self.job = job
+        self.raster_labels = raster_labels
+        self.sink = job.sink(src.crs, stats, io_threads=1)
+        self.read = job.reader(src, byte_stats=False)  # histograms on the I/O thread, beside the labels
+
+    def make(self, block: int, name: Any) -> tuple[list[_Kept], dict[str, int]]:
+        """Block ``block``'s exported chips, named ``name(candidate, chips made before it in the block)``."""
+        skipped = {"outside_mask": 0, "no_features": 0, "nodata": 0}
+        kept: list[_Kept] = []
+        for cand in self.job.candidates(skipped, block * _BLOCK, (block + 1) * _BLOCK):
+            px = self.read(cand.grid)
+            made = _make_chip(self.job, self.raster_labels, cand, px, name(cand, len(kept)), skipped)
+            if made is not None:
+                self.sink.submit(made[0], cand.grid.transform, px)
+                kept.append(made[1])
+        return kept, skipped
+
+
+def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: int, stats: _BandStats,
+                        skipped: dict[str, int], fb: Feedback) -> Generator[_Kept, None, None]:
+    """Make the chips in this process and ``workers - 1`` forked ones: block ``b`` in process ``b % workers``.
+
+    The blocks are taken in order, so names, index and statistics are those of the threads. This process
+    makes its own blocks as their turn comes, with their final names; a worker writes its blocks ahead with
+    temporary names (the bookkeeping renames them) and sends back only what the bookkeeping needs, then
+    its histograms. A worker that fails sends its error; one that dies (out of memory) is noticed; cancel
+    and errors terminate them all before the temporary folder is removed.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    total = job.plan.total
+    blocks = -(-total // _BLOCK)
+    procs: list[Any] = []
+    conns: list[Any] = []
+    own: _BlockMaker | None = None
+    try:
+        for w in range(1, workers):  # before this process starts any thread
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_process_worker, args=(child, job, w, workers), name=f"chip-worker-{w}",
+                               daemon=True)
+            proc.start()
+            child.close()  # so that this end's recv sees EOF when the worker dies
+            procs.append(proc)
+            conns.append(parent)
+        fb.info(f"making chips in {workers} processes")
+        own = _BlockMaker(job, src, raster_labels, stats)
+        made = 0
+        for b in range(blocks):
+            check_canceled(fb, "export of training chips")
+            w = b % workers
+            if w == 0:
+                kept, block_skipped = own.make(b, lambda cand, i, first=made: f"{first + i:06d}")
+            else:
+                kept, block_skipped = _receive(conns[w - 1], procs[w - 1], fb)
+            for key, n in block_skipped.items():
+                skipped[key] += n
+            for chip in kept:
+                yield chip
+                made += 1
+            fb.set_progress(100.0 * min(total, (b + 1) * _BLOCK) / total)
+        own.sink.finish()
+        for conn, proc in zip(conns, procs):
+            assert stats.hist is not None
+            stats.hist += _receive(conn, proc, fb)
+    finally:
+        if own is not None:
+            own.sink.close()
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join()
+        for conn in conns:
+            conn.close()
+
+
+def _receive(conn: Any, proc: Any, fb: Feedback) -> Any:
+    """A worker's next message, checking for cancel meanwhile; its error is raised here."""
+    died = ("an export worker process died (exit code {}), perhaps out of memory; export with fewer "
+            "workers (--workers) or smaller tiles")
+    while not conn.poll(0.05):
+        check_canceled(fb, "export of training chips")
+        if not proc.is_alive() and not conn.poll():
+            raise RasterReadError(died.format(proc.exitcode))
+    try:
+        kind, payload = conn.recv()
+    except EOFError:
+        proc.join()
+        raise RasterReadError(died.format(proc.exitcode)) from None
+    if kind == "error":
+        raise payload
+    return payload
+
+
+def _process_worker(conn: Any, job: _ChipJob, worker: int, workers: int) -> None:
+    """A forked worker: blocks ``worker``, ``worker + workers``, ... of the candidates, then its histograms."""
+    from .raster_io import open_raster, raster_env
+
+    try:
+        with raster_env(), open_raster(job.cfg.raster) as src:  # its own dataset: GDAL handles are not shared
+            raster_labels = _open_label_raster(job.cfg, src, job.area)[0] if job.vlabels is None else None
+            stats = _BandStats(len(job.bands), job.out_dtype)
+            maker = _BlockMaker(job, src, raster_labels, stats)
+            try:
+                for b in range(worker, -(-job.plan.total // _BLOCK), workers):
+                    kept, skipped = maker.make(b, lambda cand, i: f"c{cand.number:09d}")
+                    maker.sink.finish()  # the bookkeeping renames these files: they must be complete
+                    conn.send(("block", ([k._replace(preview=None) for k in kept], skipped)))
+            finally:
+                maker.sink.close()
+                if raster_labels is not None:
+                    raster_labels.close()
+        conn.send(("stats", stats.hist))
+    except BaseException as exc:  # handed to the parent, which raises it
+        import pickle
+
+        try:
+            pickle.dumps(exc)
+        except Exception:
+            exc = RasterReadError(f"an export worker process failed: {exc!r}")
+        conn.send(("error", exc))
+    finally:
+        conn.close()
+
+
+def _raster_labelled(cfg: ExportConfig) -> bool:
+    return Path(cfg.labels).suffix.lower() in RASTER_LABEL_SUFFIXES
+
+
+def _open_label_raster(cfg: ExportConfig, src: Any, area: tuple[float, float, float, float]) -> tuple[Any, dict[int, str]]:
+    """The classified label raster, checked and warped to the image's CRS when needed, and its colours."""
+    from .raster_io import open_raster
+
+    if cfg.label_mode != "classified_tiles":
+        raise ConfigError("road label modes need road centerlines (a vector layer), not a raster")
+    labels = open_raster(cfg.labels)
+    _check_raster_labels(labels, src, area)
+    if labels.crs is not None and labels.crs != src.crs:
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        labels = WarpedVRT(labels, crs=src.crs, resampling=Resampling.nearest)
+    colors: dict[int, str] = {}
+    try:
+        cmap = labels.colormap(1)
+        colors = {int(v): "#{:02x}{:02x}{:02x}".format(*rgba[:3]) for v, rgba in cmap.items()}
+    except ValueError:
+        pass
+    return labels, colors
 
 
 # --------------------------------------------------------------------------- main
@@ -776,7 +1165,6 @@ def export_training_data(cfg: ExportConfig, feedback: Feedback | None = None) ->
 
 def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str, tmp: Path, final: Path,
             fb: Feedback) -> ExportResult:
-    import functools
 
     import shapely
     from affine import Affine
@@ -808,23 +1196,8 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
     vlabels: _VectorLabels | None = None
     label_names: dict[int, str] = {}
     label_colors: dict[int, str] = {}
-    if Path(cfg.labels).suffix.lower() in RASTER_LABEL_SUFFIXES:
-        from .raster_io import open_raster
-
-        if cfg.label_mode != "classified_tiles":
-            raise ConfigError("road label modes need road centerlines (a vector layer), not a raster")
-        raster_labels = open_raster(cfg.labels)
-        _check_raster_labels(raster_labels, src, area)
-        if raster_labels.crs is not None and raster_labels.crs != src.crs:
-            from rasterio.enums import Resampling
-            from rasterio.vrt import WarpedVRT
-
-            raster_labels = WarpedVRT(raster_labels, crs=src.crs, resampling=Resampling.nearest)
-        try:
-            cmap = raster_labels.colormap(1)
-            label_colors = {int(v): "#{:02x}{:02x}{:02x}".format(*rgba[:3]) for v, rgba in cmap.items()}
-        except ValueError:
-            pass
+    if _raster_labelled(cfg):
+        raster_labels, label_colors = _open_label_raster(cfg, src, area)
     else:
         vlabels = _load_vector_labels(cfg, src.crs, area, fb)
         label_names = vlabels.names
@@ -869,82 +1242,37 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
     rows: list[dict[str, Any]] = []
     footprints: list[Any] = []
     skipped = {"outside_mask": 0, "no_features": 0, "nodata": 0}
-    ignore = cfg.ignore_value
     obins = cfg.orientation_bins
     total = len(origins) * len(angles)
     fb.info(f"export grid {ncols}x{nrows} px at cell size {csx:g} x {csy:g}: {total} candidate chips")
-    file_writer = FileWriter(direct_io_wanted(tmp))
-    tiff = TiffChipWriter(src.crs, files=file_writer) if ext == "tif" else None
-    sink = _ChipSink(tiff, file_writer, src.crs, stats)
     sampler = _PreviewSampler(cfg.preview_chips, cfg.tile_size_px)
-    candidates = _candidates(origins, angles, base, (tw, th), mask_geom, vlabels, cfg.only_tiles_with_features,
-                             skipped)
-    stretch = (low, high, image_nodata is not None) if cfg.stretch != "none" else None
-    reader = _ChipReader(functools.partial(_read_pixels, src, bands, resampling=resampling, fill=fill,
-                                           stretch=stretch, byte_stats=stats.hist_size == 256), candidates)
-    try:
-        for cand, px in reader:
-            check_canceled(fb, "export of training chips")
-            if cand.number % 16 == 0:
-                fb.set_progress(100.0 * cand.number / total)
-            if cfg.max_chips is not None and len(rows) >= cfg.max_chips:
-                break
-            grid, footprint, hits = cand.grid, cand.footprint, cand.hits
-            invalid = px.invalid
-            any_invalid = invalid is not None
-            nodata_fraction = float(invalid.mean()) if invalid is not None else 0.0
-            if nodata_fraction * 100.0 > cfg.max_nodata_percent:
-                skipped["nodata"] += 1
-                continue
-            speed_bands = None
-            orient = None
-            if vlabels is not None:
-                burned = vlabels.index.rasterize(grid.transform, grid.shape, fill=0, footprint=footprint, idx=hits)
-                if cfg.label_mode == "road_speed_bins":
-                    nb = len(vlabels.speed_edges or [0, 1]) - 1
-                    speed_bands = np.stack([burned == i + 1 for i in range(nb)] + [burned > 0]).astype(np.uint8)
-                    label = (burned > 0).astype(np.uint8)
-                else:
-                    label = burned
-            else:
-                assert raster_labels is not None
-                label = _raster_label_chip(raster_labels, grid, cfg.labels)
-            if any_invalid:
-                label[invalid] = ignore
-            counts = _byte_histogram(label)
-            counts[ignore] = 0
-            if cfg.only_tiles_with_features and not counts[1:].any():
-                skipped["no_features"] += 1  # no labelled pixel (0 and the ignore value do not count)
-                continue
-            if speed_bands is not None and any_invalid:
-                speed_bands[:, invalid] = 0
-            if cfg.orientation and vlabels is not None:
-                orient = _orientation_chip(vlabels, grid, footprint, label, invalid, obins)
-            stored = px.stored
+    job = _ChipJob(cfg, bands, resampling, fill, (low, high, image_nodata is not None) if cfg.stretch != "none" else None,
+                   out_dtype, image_nodata, vlabels, area, dirs, ext, label_ext,
+                   _ChipPlan(origins, angles, base, (tw, th), mask_geom))
+    job.warm_templates(src.crs)
+    workers = _process_workers(cfg, total, stats, fb)
+    if workers > 1:
+        made = _chips_in_processes(job, src, raster_labels, workers, stats, skipped, fb)
+    else:
+        made = _chips_in_threads(job, src, raster_labels, stats, skipped, fb)
+    with contextlib.closing(made):
+        for chip in made:
             name = f"{len(rows):06d}"
-            files = [_ChipFile(dirs["images"] / f"{name}.{ext}", stored, image_nodata, ext),
-                     _ChipFile(dirs["labels"] / f"{name}.{label_ext}", label[None], None, label_ext, True)]
-            if orient is not None:
-                files.append(_ChipFile(dirs["orientation"] / f"{name}.{label_ext}", orient[None], None, label_ext,
-                                       True))
-            if speed_bands is not None:
-                files.append(_ChipFile(dirs["speed"] / f"{name}.tif", speed_bands, None, "tif"))
-            sink.submit(files, grid.transform, px)
-            if cfg.label_mode == "road_speed_continuous":
-                counts = np.array([counts[0], counts[1:255].sum()])
-            chip_counts = {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
-            for v, c in chip_counts.items():
+            if chip.name != name:  # a worker process's chip: it could not know how many chips came before
+                for folder, path in dirs.items():
+                    fext = job.folder_ext(folder)
+                    os.rename(path / f"{chip.name}.{fext}", path / f"{name}.{fext}")
+            for v, c in chip.counts.items():
                 class_pixels[v] = class_pixels.get(v, 0) + c
-            minx, miny, maxx, maxy = grid.bounds()
+            minx, miny, maxx, maxy = chip.bounds
             rows.append({"file": f"{name}.{ext}", "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
-                         "rotation_deg": cand.angle, "nodata_fraction": round(nodata_fraction, 6),
-                         "counts": chip_counts})
-            footprints.append(footprint)
-            sampler.offer(len(rows) - 1, stored, label)
-        sink.finish()
-    finally:
-        reader.close()
-        sink.close()  # on cancel/error: drop queued chips, wait for the running one, before the folder goes
+                         "rotation_deg": chip.angle, "nodata_fraction": round(chip.nodata_fraction, 6),
+                         "counts": chip.counts})
+            footprints.append(chip.footprint)
+            if chip.preview is not None:
+                sampler.offer(len(rows) - 1, *chip.preview)
+            else:
+                sampler.offer(len(rows) - 1, dirs["images"] / f"{name}.{ext}", dirs["labels"] / f"{name}.{label_ext}")
     if raster_labels is not None:
         raster_labels.close()
     if not rows:
@@ -1148,13 +1476,17 @@ class _PreviewSampler:
         # sheet has half the pixels, and its PNG encoding was most of the preview's time.
         self.tile_px = int(math.ceil(max(tile_size) / self.step))
         self.stride = 1
-        self.kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.kept: dict[int, tuple[np.ndarray | Path, np.ndarray | Path]] = {}
 
-    def offer(self, index: int, image: np.ndarray, label: np.ndarray) -> None:
+    def offer(self, index: int, image: np.ndarray | Path, label: np.ndarray | Path) -> None:
+        """Offer exported chip ``index``: its pixels, or its files (read only if it is picked)."""
         if not self.n or index % self.stride:
             return
         s = self.step
-        self.kept[index] = (np.array(image[:3, ::s, ::s]), np.array(label[::s, ::s]))
+        if isinstance(image, Path) or isinstance(label, Path):
+            self.kept[index] = (image, label)
+        else:
+            self.kept[index] = (np.array(image[:3, ::s, ::s]), np.array(label[::s, ::s]))
         if len(self.kept) > 2 * self.n:
             self.stride *= 2
             self.kept = {i: v for i, v in self.kept.items() if i % self.stride == 0}
@@ -1164,7 +1496,21 @@ class _PreviewSampler:
         if not keys or not self.n:
             return []
         chosen = sorted({keys[int(round(j))] for j in np.linspace(0, len(keys) - 1, min(self.n, len(keys)))})
-        return [self.kept[i] for i in chosen]
+        return [self._pixels(*self.kept[i]) for i in chosen]
+
+    def _pixels(self, image: np.ndarray | Path, label: np.ndarray | Path) -> tuple[np.ndarray, np.ndarray]:
+        import rasterio
+
+        s = self.step
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PNG/JPEG chips have no georeferencing
+            if isinstance(image, Path):
+                with rasterio.open(image) as ds:
+                    image = ds.read(list(range(1, min(ds.count, 3) + 1)))[:, ::s, ::s]
+            if isinstance(label, Path):
+                with rasterio.open(label) as ds:
+                    label = ds.read(1)[::s, ::s]
+        return np.asarray(image), np.asarray(label)
 
 
 def _write_preview(folder: Path, picks: list[tuple[np.ndarray, np.ndarray]], classes: list[ClassInfo],
@@ -1206,7 +1552,7 @@ def _write_preview(folder: Path, picks: list[tuple[np.ndarray, np.ndarray]], cla
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with rasterio.open(folder / "preview.png", "w", driver="PNG", width=sheet.shape[2], height=sheet.shape[1],
-                           count=3, dtype="uint8") as dst:
+                           count=3, dtype="uint8", zlevel=1) as dst:
             dst.write(sheet)
 
 
