@@ -183,6 +183,7 @@ class ExportResult:
     footprints: Path
     dataset_json: Path
     skipped: dict[str, int]
+    processes: int = 1  # processes that made the chips (1: threads in the calling process)
 
 
 # --------------------------------------------------------------------------- labels
@@ -946,6 +947,8 @@ def _fork_refusal() -> str | None:
     loaded = [m for m in _FORK_UNSAFE_MODULES if m in sys.modules]
     if loaded:
         return f"this process runs Qt/QGIS ({loaded[0]}), which must not be forked"
+    if multiprocessing.current_process().daemon:
+        return "this process is a daemonic worker, which may not start processes"
     return None
 
 
@@ -1262,6 +1265,9 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
                 for folder, path in dirs.items():
                     fext = job.folder_ext(folder)
                     os.rename(path / f"{chip.name}.{fext}", path / f"{name}.{fext}")
+                    if fext != "tif":  # GDAL keeps a PNG's or JPEG's georeferencing in a sidecar
+                        with contextlib.suppress(FileNotFoundError):
+                            os.rename(path / f"{chip.name}.{fext}.aux.xml", path / f"{name}.{fext}.aux.xml")
             for v, c in chip.counts.items():
                 class_pixels[v] = class_pixels.get(v, 0) + c
             minx, miny, maxx, maxy = chip.bounds
@@ -1351,7 +1357,7 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
     fb.set_progress(100.0)
     fb.info(f"exported {len(rows)} chips to {final} (skipped {skipped})")
     return ExportResult(final, len(rows), {c.value: int(class_pixels.get(c.value, 0)) for c in classes},
-                        final / "chip_footprints.gpkg", final / "dataset.json", skipped)
+                        final / "chip_footprints.gpkg", final / "dataset.json", skipped, workers)
 
 
 def _check_raster_labels(lab: Any, src: Any, area: tuple[float, float, float, float]) -> None:

@@ -136,6 +136,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bands", type=int, nargs="+", help="1-based bands in output order (default all but alpha)")
     p.add_argument("--stretch", default="none", choices=["none", "percentile", "minmax"])
     p.add_argument("--max-chips", type=int, help="stop after this many chips")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes making chips: 0 = one per core (default), 1 = threads in one process")
 
 
 def _export_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
@@ -156,11 +158,12 @@ def _export_run(args: argparse.Namespace, fb: ConsoleFeedback) -> int:
         mask_polygons=args.mask_polygons, rotation_deg=args.rotation_deg,
         only_tiles_with_features=not args.all_tiles, max_nodata_percent=args.max_nodata_percent,
         chip_format=args.chip_format, bands=tuple(args.bands) if args.bands else None, stretch=args.stretch,
-        max_chips=args.max_chips)
+        max_chips=args.max_chips, workers=args.workers)
     result = export_training_data(cfg, fb)
     print(json.dumps({"folder": str(result.folder), "chip_count": result.chip_count,
                       "class_pixels": {str(k): v for k, v in result.class_pixels.items()},
-                      "footprints": str(result.footprints), "skipped": result.skipped}, indent=2))
+                      "footprints": str(result.footprints), "skipped": result.skipped,
+                      "processes": result.processes}, indent=2))
     return 0
 
 

@@ -1,0 +1,242 @@
+"""The export in forked worker processes: the same folder as the threads, errors, deaths and cancel handled.
+
+The worker-process export runs in a fresh Python (no Qt/QGIS loaded, so forking is allowed) and is compared
+file by file with the threaded export made here.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+
+from core.chips import ExportConfig, export_training_data
+from core.errors import CanceledError, LabelError, RasterReadError
+from core.vectors import read_vector, write_vector
+
+from .test_chips import CRS, CancelAfter, make_raster
+
+ROOT = Path(__file__).resolve().parents[2]
+X0, Y0 = 500000.0, 5200000.0
+
+
+def land_cover(path: Path, size: int) -> Path:
+    """Polygons of 4 classes of several sizes (chips inside one, across edges, outside all) and a hole."""
+    rng = np.random.default_rng(3)
+    geoms, values = [], []
+    for i in range(40):
+        x, y = rng.uniform(0, size, 2)
+        w, h = rng.uniform(5, size / 3, 2)
+        geoms.append(shapely.box(X0 + x, Y0 - y - h, X0 + x + w, Y0 - y))
+        values.append(int(rng.integers(1, 5)))
+    geoms[0] = shapely.box(X0, Y0 - size / 2, X0 + size / 2, Y0).difference(
+        shapely.box(X0 + 10, Y0 - 30, X0 + 40, Y0 - 10))
+    write_vector(path, geoms, {"classvalue": np.array(values, dtype=np.int32)}, crs=CRS, layer="labels")
+    return path
+
+
+def export_in_fresh_python(cfg: ExportConfig) -> dict[str, Any]:
+    """Run the export in a new interpreter (where forking is safe) and return its result as a dict."""
+    script = ("import json, sys; from core.chips import ExportConfig, export_training_data; "
+              "r = export_training_data(ExportConfig.from_dict(json.loads(sys.argv[1]))); "
+              "print(json.dumps({'chips': r.chip_count, 'processes': r.processes, 'skipped': r.skipped, "
+              "'pixels': {str(k): v for k, v in r.class_pixels.items()}}))")
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(cfg.to_dict())], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def assert_same_folder(a: Path, b: Path) -> None:
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for name in files_a:
+        if name.suffix == ".gpkg":  # GeoPackages carry their creation time: compare what they hold
+            va, vb = read_vector(a / name), read_vector(b / name)
+            assert [g.wkb for g in va.geometries] == [g.wkb for g in vb.geometries]
+            assert va.attributes.keys() == vb.attributes.keys()
+            assert all(np.array_equal(va.attributes[k], vb.attributes[k]) for k in va.attributes)
+        elif name.name == "dataset.json":
+            da, db = (json.loads((f / name).read_text()) for f in (a, b))
+            for d in (da, db):
+                d.pop("created")
+                for key in ("workers", "output_folder"):
+                    d["parameters"].pop(key)
+            assert da == db
+        else:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("case", ["landcover_mask_rotation_nodata", "uint16_raster_labels_png", "roads_orientation_speed"])
+def test_worker_processes_make_the_same_folder_as_threads(tmp_path: Path, case: str) -> None:
+    size = 160
+    common: dict[str, Any] = {"tile_size_px": (32, 32), "stride_px": (16, 16), "preview_chips": 5}
+    if case == "landcover_mask_rotation_nodata":
+        raster = make_raster(tmp_path / "r.tif", size=size, count=4, nodata=0)
+        with rasterio.open(raster, "r+") as dst:  # a nodata corner: skipped chips and ignored label pixels
+            data = dst.read()
+            data[:, :40, :50] = 0
+            dst.write(data)
+        labels = land_cover(tmp_path / "l.gpkg", size)
+        write_vector(tmp_path / "m.gpkg", [shapely.box(X0 + 5, Y0 - 150, X0 + 155, Y0 - 5)], {"id": np.array([1])},
+                     crs=CRS)
+        extra: dict[str, Any] = {"mask_polygons": str(tmp_path / "m.gpkg"), "rotation_deg": 120.0,
+                                 "max_nodata_percent": 30.0}
+    elif case == "uint16_raster_labels_png":
+        raster = make_raster(tmp_path / "r.tif", size=size, count=3, dtype="uint16")
+        lab = np.zeros((size, size), dtype=np.uint8)
+        lab[10:90, 20:140] = 2
+        lab[100:150, 30:60] = 7
+        labels = tmp_path / "c.tif"
+        with rasterio.open(labels, "w", driver="GTiff", width=size, height=size, count=1, dtype="uint8", crs=CRS,
+                           transform=Affine(1, 0, X0, 0, -1, Y0)) as dst:
+            dst.write(lab, 1)
+        extra = {"chip_format": "png"}
+    else:
+        raster = make_raster(tmp_path / "r.tif", size=size, count=3)
+        lines = [shapely.LineString([(X0 + 5, Y0 - 5 - k * 30), (X0 + 155, Y0 - 20 - k * 25)]) for k in range(5)]
+        labels = tmp_path / "roads.gpkg"
+        write_vector(labels, lines, {"speed": np.array([30.0, 50.0, 70.0, 90.0, 110.0])}, crs=CRS, layer="roads")
+        extra = {"label_mode": "road_speed_bins", "speed_field": "speed", "speed_bin_width": 25.0, "orientation": True,
+                 "buffer_m": 3.0}
+    threads = export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "t"), workers=1, **common,
+                                                 **extra))
+    assert threads.processes == 1
+    procs = export_in_fresh_python(ExportConfig(str(raster), str(labels), str(tmp_path / "p"), workers=3, **common,
+                                                **extra))
+    assert procs["processes"] == 3 and procs["chips"] == threads.chip_count > 30
+    assert procs["skipped"] == threads.skipped
+    if case == "landcover_mask_rotation_nodata":
+        assert threads.skipped["nodata"] > 0 and threads.skipped["outside_mask"] > 0
+    assert_same_folder(tmp_path / "t", tmp_path / "p")
+
+
+def test_the_automatic_choice_keeps_threads_where_processes_would_change_or_not_pay(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.chips as chips
+    from core.chips import _BandStats, _process_workers
+    from core.progress import NullFeedback
+
+    class Notes(NullFeedback):
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def info(self, msg: str) -> None:
+            self.lines.append(msg)
+
+    cfg = ExportConfig("r.tif", "l.gpkg", "o")
+    monkeypatch.setattr(chips, "_usable_cores", lambda: 4)
+    monkeypatch.setattr(chips, "_fork_refusal", lambda: None)
+    byte, floats = _BandStats(3, "uint8"), _BandStats(3, "float32")
+    assert _process_workers(cfg, 1000, byte, Notes()) == 4
+    assert _process_workers(cfg, 1000, _BandStats(3, "uint16"), Notes()) == 4
+    assert _process_workers(cfg, 100, byte, Notes()) == 1  # few chips: the fork would not pay
+    assert _process_workers(ExportConfig("r", "l", "o", workers=8), 40, byte, Notes()) == 3  # one block each at most
+    assert _process_workers(ExportConfig("r", "l", "o", workers=1), 1000, byte, Notes()) == 1
+    notes = Notes()
+    assert _process_workers(ExportConfig("r", "l", "o", workers=2), 1000, floats, notes) == 1  # a sampled statistic
+    assert "threads" in notes.lines[0] and "sample" in notes.lines[0]
+    notes = Notes()
+    assert _process_workers(ExportConfig("r", "l", "o", workers=2, max_chips=5), 1000, byte, notes) == 1
+    assert "max_chips" in notes.lines[0]
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "qgis.core", sys)  # as inside QGIS: its threads must not be forked
+    notes = Notes()
+    assert _process_workers(ExportConfig("r", "l", "o", workers=2), 1000, byte, notes) == 1
+    assert "QGIS" in notes.lines[0]
+
+
+def forking_allowed() -> None:
+    from core.chips import _fork_refusal
+
+    why = _fork_refusal()
+    if why is not None:
+        pytest.skip(f"worker processes are not forked in this test process: {why}")
+
+
+def grid_case(tmp_path: Path) -> tuple[Path, Path]:
+    """64 candidates of 16 px: 4 blocks of 2 chip rows; with 2 processes, blocks 1 and 3 go to the worker."""
+    raster = make_raster(tmp_path / "r.tif", size=128, count=3)
+    labels = tmp_path / "l.gpkg"
+    write_vector(labels, [shapely.box(X0, Y0 - 128, X0 + 128, Y0)], {"classvalue": np.array([1], dtype=np.int32)},
+                 crs=CRS)
+    return raster, labels
+
+
+def no_worker_left() -> bool:
+    return not multiprocessing.active_children()
+
+
+def test_a_worker_error_reaches_the_caller_and_leaves_no_folder(tmp_path: Path) -> None:
+    forking_allowed()
+    raster = make_raster(tmp_path / "r.tif", size=128, count=3)
+    lab = np.ones((128, 128), dtype=np.uint16)
+    lab[40, 5] = 300  # in chip row 3 of 8: block 1, the worker's
+    with rasterio.open(tmp_path / "c.tif", "w", driver="GTiff", width=128, height=128, count=1, dtype="uint16",
+                       crs=CRS, transform=Affine(1, 0, X0, 0, -1, Y0)) as dst:
+        dst.write(lab, 1)
+    with pytest.raises(LabelError, match="value 300 outside 0-254"):
+        export_training_data(ExportConfig(str(raster), str(tmp_path / "c.tif"), str(tmp_path / "o"),
+                                          tile_size_px=(16, 16), stride_px=(16, 16), workers=2))
+    assert not (tmp_path / "o").exists() and not any(p.name.startswith(".o") for p in tmp_path.iterdir())
+    assert no_worker_left()
+
+
+def test_a_worker_that_dies_fails_the_export_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed (out of memory, say) is noticed: a clear error, not a hang, and no folder."""
+    import os
+
+    import core.chips as chips
+
+    forking_allowed()
+    parent = os.getpid()
+    real = chips._make_chip
+
+    def dying(*args: Any) -> Any:
+        if os.getpid() != parent:
+            os._exit(137)
+        return real(*args)
+
+    monkeypatch.setattr(chips, "_make_chip", dying)
+    raster, labels = grid_case(tmp_path)
+    with pytest.raises(RasterReadError, match=r"worker process died \(exit code 137\)"):
+        export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "o"), tile_size_px=(16, 16),
+                                          stride_px=(16, 16), workers=2))
+    assert not (tmp_path / "o").exists() and not any(p.name.startswith(".o") for p in tmp_path.iterdir())
+    assert no_worker_left()
+
+
+def test_cancel_stops_the_workers_and_leaves_no_folder(tmp_path: Path) -> None:
+    forking_allowed()
+    raster, labels = grid_case(tmp_path)
+    with pytest.raises(CanceledError):
+        export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "o"), tile_size_px=(16, 16),
+                                          stride_px=(16, 16), workers=2), CancelAfter(3))
+    assert not (tmp_path / "o").exists() and not any(p.name.startswith(".o") for p in tmp_path.iterdir())
+    assert no_worker_left()
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name.startswith("chip-io")]
+
+
+def test_worker_processes_in_this_process(tmp_path: Path) -> None:
+    """The same export here (the error tests' setting) really forks, and matches the threads."""
+    forking_allowed()
+    raster, labels = grid_case(tmp_path)
+    res = export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "p"), tile_size_px=(16, 16),
+                                            stride_px=(16, 16), workers=2))
+    ref = export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "t"), tile_size_px=(16, 16),
+                                            stride_px=(16, 16), workers=1))
+    assert (res.processes, ref.processes, res.chip_count) == (2, 1, 64)
+    assert_same_folder(tmp_path / "t", tmp_path / "p")
+    assert no_worker_left()
