@@ -33,7 +33,7 @@ def land_cover(path: Path, size: int) -> Path:
     """Polygons of 4 classes of several sizes (chips inside one, across edges, outside all) and a hole."""
     rng = np.random.default_rng(3)
     geoms, values = [], []
-    for i in range(40):
+    for _ in range(40):
         x, y = rng.uniform(0, size, 2)
         w, h = rng.uniform(5, size / 3, 2)
         geoms.append(shapely.box(X0 + x, Y0 - y - h, X0 + x + w, Y0 - y))
