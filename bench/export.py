@@ -13,7 +13,8 @@ Each measurement runs in a fresh subprocess so peak RSS (VmHWM, see :func:`peak_
 size. The
 rasters are synthetic (4-band uint8, tiled 256x256, deflate) with polygon labels covering every chip, written
 to a temporary folder that is deleted afterwards. A last series repeats the small export on an RGBA raster
-whose alpha band masks pixels in every chip (see :func:`make_inputs`).
+whose alpha band masks pixels in every chip (see :func:`make_inputs`), and a final one repeats it with threads
+in one process only (``workers=1``, what runs inside QGIS) beside the default (worker processes on 2+ cores).
 """
 
 from __future__ import annotations
@@ -123,10 +124,16 @@ def child(args: argparse.Namespace) -> None:
     res = export_training_data(cfg)
     export_s = time.perf_counter() - t0
     cpu1 = os.times()
-    cpu_ms = (cpu1.user - cpu0.user + cpu1.system - cpu0.system) * 1e3 / max(res.chip_count, 1)
+    # CPU of this process and of the worker processes it forked (joined, so counted in the children's times).
+    user = cpu1.user - cpu0.user + cpu1.children_user - cpu0.children_user
+    system = cpu1.system - cpu0.system + cpu1.children_system - cpu0.children_system
+    n = max(res.chip_count, 1)
+    # Memory of all the export's processes: this one's peak plus each worker's (a forked worker's peak counts
+    # the pages it shares with this process once more: an upper bound).
+    workers_mb = (res.processes - 1) * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     out = {"size": args.size, "chips": res.chip_count, "export_s": export_s, "chips_per_s": res.chip_count / export_s,
-           "cpu_ms_per_chip": cpu_ms, "sys_ms_per_chip": (cpu1.system - cpu0.system) * 1e3 / max(res.chip_count, 1),
-           "peak_rss_mb": peak_rss_mb()}  # before the baselines, which map memory of their own
+           "processes": res.processes, "cpu_ms_per_chip": (user + system) * 1e3 / n, "sys_ms_per_chip": system * 1e3 / n,
+           "peak_rss_mb": peak_rss_mb() + workers_mb}  # before the baselines, which map memory of their own
     if args.baseline:
         with raster_env(), rasterio.open(args.raster) as src:
             origins = _chip_origins(src.width, src.height, (256, 256), (256, 256))[: res.chip_count]
@@ -196,9 +203,11 @@ def spread_root() -> Path:
     return root
 
 
-def run_child(raster: Path, labels: Path, out: Path, size: int, max_chips: int | None, baseline: bool) -> dict:
+def run_child(raster: Path, labels: Path, out: Path, size: int, max_chips: int | None, baseline: bool,
+              workers: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--child", "--raster", str(raster), "--labels", str(labels), "--out", str(out),
-           "--size", str(size)] + (["--max-chips", str(max_chips)] if max_chips else []) + (["--baseline"] if baseline else [])
+           "--size", str(size), "--workers", str(workers)] + (["--max-chips", str(max_chips)] if max_chips else []) + (
+               ["--baseline"] if baseline else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -223,12 +232,14 @@ def main() -> None:
     made: list[Path] = []
     try:
         results = {}
-        # (name, size, alpha, runs, with baselines): the target figures (the large export's ratio is the steady
+        # (name, size, alpha, runs, workers): the target figures (the large export's ratio is the steady
         # state: its fixed costs -- label loading, index, footprints, preview -- are spread over 16x the chips),
         # then the masked path on the small size.
-        plan = [("small", small, False, args.repeat, True), ("large", large, False, 1, True),
-                ("rgba", small, True, args.repeat, True)]
-        for name, size, alpha, repeat, baseline in plan:
+        # The export's default on this machine (worker processes where there are 2+ cores), then the same small
+        # export with threads in one process only (workers=1: what QGIS, which must not fork, runs).
+        plan = [("small", small, False, args.repeat, 0), ("large", large, False, 1, 0),
+                ("rgba", small, True, args.repeat, 0), ("threads", small, False, args.repeat, 1)]
+        for name, size, alpha, repeat, workers in plan:
             # Each series in a folder of its own, which ext4 places in a block group of its own (see
             # spread_root): deleting one series' files must not slow the next one's file creation.
             tmp = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=root))
@@ -241,15 +252,15 @@ def main() -> None:
             for k in range(repeat):
                 # Outputs stay until the end: on ext4 without a journal, files deleted recently make new inodes
                 # of their block group slow to allocate, which would bill one run for the last one's cleanup.
-                r = run_child(raster, labels, tmp / f"out_{k}", size, None, baseline=baseline)
+                r = run_child(raster, labels, tmp / f"out_{k}", size, None, baseline=True, workers=workers)
                 runs.append(r)
                 print(json.dumps(r), file=sys.stderr)
             runs.sort(key=lambda r: r.get("ratio", 0.0))
             results[name] = {**runs[len(runs) // 2], "all_ratios": [round(r.get("ratio", 0.0), 3) for r in runs]}
             raster.unlink()
-        s, lg, rgba = results["small"], results["large"], results["rgba"]
+        s, lg, rgba, thr = results["small"], results["large"], results["rgba"], results["threads"]
         summary = {
-            "chips_per_s": round(s["chips_per_s"], 1), "raw_read_chips_per_s": round(s["raw_chips_per_s"], 1),
+            "processes": s["processes"], "chips_per_s": round(s["chips_per_s"], 1), "raw_read_chips_per_s": round(s["raw_chips_per_s"], 1),
             "ratio_export_to_raw_read": round(s["ratio"], 3), "target_ratio": 0.5, "all_ratios": s["all_ratios"],
             f"peak_rss_mb_{small}": round(s["peak_rss_mb"], 1), f"peak_rss_mb_{large}": round(lg["peak_rss_mb"], 1),
             "rss_ratio_large_to_small": round(lg["peak_rss_mb"] / s["peak_rss_mb"], 3), "target_rss_ratio": 1.5,
@@ -264,6 +275,8 @@ def main() -> None:
             "export_cpu_ms_per_chip": round(s["cpu_ms_per_chip"], 2), "export_sys_ms_per_chip": round(s["sys_ms_per_chip"], 2),
             "rgba_masked_ratio_export_to_raw_read": round(rgba["ratio"], 3), "rgba_all_ratios": rgba["all_ratios"],
             "rgba_chips_per_s": round(rgba["chips_per_s"], 1),
+            "threads_ratio_export_to_raw_read": round(thr["ratio"], 3), "threads_all_ratios": thr["all_ratios"],
+            "threads_chips_per_s": round(thr["chips_per_s"], 1), "threads_cpu_ms_per_chip": round(thr["cpu_ms_per_chip"], 2),
         }
         print(json.dumps(summary, indent=2))
     finally:
