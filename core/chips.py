@@ -1002,28 +1002,38 @@ class _BlockMaker:
         return kept, skipped
 
 
+def _claim(counter: Any) -> int:
+    """The next block nobody has taken yet (blocks are handed out in order, to whichever process asks first)."""
+    with counter.get_lock():
+        block = int(counter.value)
+        counter.value = block + 1
+    return block
+
+
 def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: int, stats: _BandStats,
                         skipped: dict[str, int], fb: Feedback) -> Generator[_Kept, None, None]:
-    """Make the chips in this process and ``workers - 1`` forked ones: block ``b`` in process ``b % workers``.
+    """Make the chips in this process and ``workers - 1`` forked ones, blocks of :data:`_BLOCK` candidates each.
 
-    The blocks are taken in order, so names, index and statistics are those of the threads. This process
-    makes its own blocks as their turn comes, with their final names; a worker writes its blocks ahead with
-    temporary names (the bookkeeping renames them) and sends back only what the bookkeeping needs, then
-    its histograms. A worker that fails sends its error; one that dies (out of memory) is noticed; cancel
-    and errors terminate them all before the temporary folder is removed.
+    Workers take the next untaken block, write its chips with temporary names and send back only what the
+    bookkeeping needs (then, at the end, their histograms). This process yields the blocks in order, so
+    names, index and statistics are those of the threads; while the next block in order is not ready it
+    makes an untaken block itself (with final names when it is the next one), so no core idles and the
+    bookkeeping it also does never holds the workers back. A worker that fails sends its error; one that
+    dies (out of memory) is noticed; cancel and errors terminate them all before the folder is removed.
     """
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
     total = job.plan.total
     blocks = -(-total // _BLOCK)
+    counter = ctx.Value("q", 0)
     procs: list[Any] = []
     conns: list[Any] = []
     own: _BlockMaker | None = None
     try:
         for w in range(1, workers):  # before this process starts any thread
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_process_worker, args=(child, job, w, workers), name=f"chip-worker-{w}",
+            proc = ctx.Process(target=_process_worker, args=(child, job, counter, blocks), name=f"chip-worker-{w}",
                                daemon=True)
             proc.start()
             child.close()  # so that this end's recv sees EOF when the worker dies
@@ -1031,14 +1041,38 @@ def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: in
             conns.append(parent)
         fb.info(f"making chips in {workers} processes")
         own = _BlockMaker(job, src, raster_labels, stats)
+        ready: dict[int, tuple[list[_Kept], dict[str, int]]] = {}
+        busy = list(range(len(procs)))  # workers that have not sent their histograms yet
         made = 0
+
+        def collect() -> None:
+            """Take every message waiting; a worker that sent its histograms has no more to say."""
+            for i in list(busy):
+                if conns[i].poll():
+                    kind, payload = _receive(conns[i], procs[i])
+                    if kind == "block":
+                        ready[payload[0]] = (payload[1], payload[2])
+                    else:
+                        assert stats.hist is not None
+                        stats.hist += payload
+                        busy.remove(i)
+
         for b in range(blocks):
-            check_canceled(fb, "export of training chips")
-            w = b % workers
-            if w == 0:
-                kept, block_skipped = own.make(b, lambda cand, i, first=made: f"{first + i:06d}")
-            else:
-                kept, block_skipped = _receive(conns[w - 1], procs[w - 1], fb)
+            while b not in ready:
+                check_canceled(fb, "export of training chips")
+                collect()
+                if b in ready:
+                    break
+                if counter.value < blocks and (c := _claim(counter)) < blocks:
+                    final = c == b
+                    ready[c] = own.make(c, (lambda cand, i, first=made: f"{first + i:06d}") if final
+                                        else (lambda cand, i: f"c{cand.number:09d}"))
+                    if not final:  # its files are renamed when their turn comes: they must be complete, and
+                        own.sink.finish()  # its pixels are not kept meanwhile (the preview reads the files)
+                        ready[c] = ([k._replace(preview=None) for k in ready[c][0]], ready[c][1])
+                else:
+                    _wait_any([conns[i] for i in busy], [procs[i] for i in busy], fb)
+            kept, block_skipped = ready.pop(b)
             for key, n in block_skipped.items():
                 skipped[key] += n
             for chip in kept:
@@ -1046,9 +1080,9 @@ def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: in
                 made += 1
             fb.set_progress(100.0 * min(total, (b + 1) * _BLOCK) / total)
         own.sink.finish()
-        for conn, proc in zip(conns, procs):
-            assert stats.hist is not None
-            stats.hist += _receive(conn, proc, fb)
+        while busy:
+            _wait_any([conns[i] for i in busy], [procs[i] for i in busy], fb)
+            collect()
     finally:
         if own is not None:
             own.sink.close()
@@ -1061,26 +1095,35 @@ def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: in
             conn.close()
 
 
-def _receive(conn: Any, proc: Any, fb: Feedback) -> Any:
-    """A worker's next message, checking for cancel meanwhile; its error is raised here."""
-    died = ("an export worker process died (exit code {}), perhaps out of memory; export with fewer "
-            "workers (--workers) or smaller tiles")
-    while not conn.poll(0.05):
+def _wait_any(conns: list[Any], procs: list[Any], fb: Feedback) -> None:
+    """Wait (checking for cancel) until a worker has a message, failing if one died without a word."""
+    from multiprocessing.connection import wait
+
+    while not wait(conns, timeout=0.05):
         check_canceled(fb, "export of training chips")
-        if not proc.is_alive() and not conn.poll():
-            raise RasterReadError(died.format(proc.exitcode))
+        for conn, proc in zip(conns, procs):
+            if not proc.is_alive() and not conn.poll():
+                raise RasterReadError(_DIED.format(proc.exitcode))
+
+
+_DIED = ("an export worker process died (exit code {}), perhaps out of memory; export with fewer workers "
+         "(--workers) or smaller tiles")
+
+
+def _receive(conn: Any, proc: Any) -> tuple[str, Any]:
+    """A worker's waiting message; its error is raised here."""
     try:
         kind, payload = conn.recv()
     except EOFError:
         proc.join()
-        raise RasterReadError(died.format(proc.exitcode)) from None
+        raise RasterReadError(_DIED.format(proc.exitcode)) from None
     if kind == "error":
         raise payload
-    return payload
+    return kind, payload
 
 
-def _process_worker(conn: Any, job: _ChipJob, worker: int, workers: int) -> None:
-    """A forked worker: blocks ``worker``, ``worker + workers``, ... of the candidates, then its histograms."""
+def _process_worker(conn: Any, job: _ChipJob, counter: Any, blocks: int) -> None:
+    """A forked worker: makes untaken blocks until none is left, then sends its histograms."""
     from .raster_io import open_raster, raster_env
 
     try:
@@ -1089,10 +1132,10 @@ def _process_worker(conn: Any, job: _ChipJob, worker: int, workers: int) -> None
             stats = _BandStats(len(job.bands), job.out_dtype)
             maker = _BlockMaker(job, src, raster_labels, stats)
             try:
-                for b in range(worker, -(-job.plan.total // _BLOCK), workers):
+                while (b := _claim(counter)) < blocks:
                     kept, skipped = maker.make(b, lambda cand, i: f"c{cand.number:09d}")
                     maker.sink.finish()  # the bookkeeping renames these files: they must be complete
-                    conn.send(("block", ([k._replace(preview=None) for k in kept], skipped)))
+                    conn.send(("block", (b, [k._replace(preview=None) for k in kept], skipped)))
             finally:
                 maker.sink.close()
                 if raster_labels is not None:

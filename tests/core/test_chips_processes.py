@@ -177,11 +177,11 @@ def no_worker_left() -> bool:
     return not multiprocessing.active_children()
 
 
-def test_a_worker_error_reaches_the_caller_and_leaves_no_folder(tmp_path: Path) -> None:
+def test_a_bad_label_value_fails_the_export_whichever_process_reads_it(tmp_path: Path) -> None:
     forking_allowed()
     raster = make_raster(tmp_path / "r.tif", size=128, count=3)
     lab = np.ones((128, 128), dtype=np.uint16)
-    lab[40, 5] = 300  # in chip row 3 of 8: block 1, the worker's
+    lab[40, 5] = 300  # in block 1 of 4: made by the worker or, when it starts late, by the export's process
     with rasterio.open(tmp_path / "c.tif", "w", driver="GTiff", width=128, height=128, count=1, dtype="uint16",
                        crs=CRS, transform=Affine(1, 0, X0, 0, -1, Y0)) as dst:
         dst.write(lab, 1)
@@ -192,22 +192,45 @@ def test_a_worker_error_reaches_the_caller_and_leaves_no_folder(tmp_path: Path) 
     assert no_worker_left()
 
 
+def in_workers_only(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
+    """Make every forked worker run ``action`` when it opens the raster (the export's process is unchanged)."""
+    import os
+
+    import core.raster_io
+
+    parent = os.getpid()
+    real = core.raster_io.open_raster
+
+    def opening(path: Any) -> Any:
+        if os.getpid() != parent:
+            action()
+        return real(path)
+
+    monkeypatch.setattr(core.raster_io, "open_raster", opening)
+
+
+def test_a_worker_error_reaches_the_caller_and_leaves_no_folder(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    forking_allowed()
+
+    def fail() -> None:
+        raise RasterReadError("cannot read r.tif: simulated failure in a worker")
+
+    in_workers_only(monkeypatch, fail)
+    raster, labels = grid_case(tmp_path)
+    with pytest.raises(RasterReadError, match="simulated failure in a worker"):
+        export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "o"), tile_size_px=(16, 16),
+                                          stride_px=(16, 16), workers=2))
+    assert not (tmp_path / "o").exists() and not any(p.name.startswith(".o") for p in tmp_path.iterdir())
+    assert no_worker_left()
+
+
 def test_a_worker_that_dies_fails_the_export_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker killed (out of memory, say) is noticed: a clear error, not a hang, and no folder."""
     import os
 
-    import core.chips as chips
-
     forking_allowed()
-    parent = os.getpid()
-    real = chips._make_chip
-
-    def dying(*args: Any) -> Any:
-        if os.getpid() != parent:
-            os._exit(137)
-        return real(*args)
-
-    monkeypatch.setattr(chips, "_make_chip", dying)
+    in_workers_only(monkeypatch, lambda: os._exit(137))
     raster, labels = grid_case(tmp_path)
     with pytest.raises(RasterReadError, match=r"worker process died \(exit code 137\)"):
         export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "o"), tile_size_px=(16, 16),
