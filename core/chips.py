@@ -949,6 +949,11 @@ def _fork_refusal() -> str | None:
         return f"this process runs Qt/QGIS ({loaded[0]}), which must not be forked"
     if multiprocessing.current_process().daemon:
         return "this process is a daemonic worker, which may not start processes"
+    import threading
+
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if others:  # a lock one of them holds (GDAL's, say) would stay locked in the copy
+        return f"this process runs other threads ({', '.join(others[:3])}), which must not be forked"
     return None
 
 
