@@ -819,6 +819,10 @@ class _ChipJob:
     def folder_ext(self, folder: str) -> str:
         return {"images": self.ext, "speed": "tif"}.get(folder, self.label_ext)
 
+    def path(self, folder: str, stem: str) -> Path:
+        """Where chip ``stem``'s file of ``folder`` goes (the one place that names chip files)."""
+        return self.dirs[folder] / f"{stem}.{self.folder_ext(folder)}"
+
     def candidates(self, skipped: dict[str, int], start: int = 0, stop: int | None = None) -> Iterator[_Candidate]:
         p = self.plan
         return _candidates(p.origins, p.angles, p.base, p.tile, p.mask_geom, self.vlabels,
@@ -835,6 +839,20 @@ class _ChipJob:
         """A chip sink with its own file writer; TIFF templates are made once per export (see :attr:`tiff`)."""
         files = FileWriter(direct_io_wanted(next(iter(self.dirs.values()))), threads=io_threads)
         return _ChipSink(self.tiff.sharing_templates(files) if self.tiff is not None else None, files, crs, stats)
+
+
+def _chip_stem(index: int) -> str:
+    """The file name (without extension) of the export's chip ``index`` (0-based, in export order)."""
+    return f"{index:06d}"
+
+
+def _temp_stem(cand: _Candidate, _made_before: int = 0) -> str:
+    """A worker's name for a chip until the bookkeeping knows its index (never a :func:`_chip_stem`)."""
+    return f"c{cand.number:09d}"
+
+
+def _no_skips() -> dict[str, int]:
+    return {"outside_mask": 0, "no_features": 0, "nodata": 0}
 
 
 class _Kept(NamedTuple):
@@ -855,7 +873,7 @@ class _Kept(NamedTuple):
 def _make_chip(job: _ChipJob, raster_labels: Any, cand: _Candidate, px: _Pixels, name: str,
                skipped: dict[str, int]) -> tuple[list[_ChipFile], _Kept] | None:
     """Label one chip and decide whether it is exported (None, counted in ``skipped``, when not)."""
-    cfg, vlabels, dirs = job.cfg, job.vlabels, job.dirs
+    cfg, vlabels = job.cfg, job.vlabels
     grid, footprint, invalid = cand.grid, cand.footprint, px.invalid
     nodata_fraction = float(invalid.mean()) if invalid is not None else 0.0
     if nodata_fraction * 100.0 > cfg.max_nodata_percent:
@@ -881,14 +899,13 @@ def _make_chip(job: _ChipJob, raster_labels: Any, cand: _Candidate, px: _Pixels,
         return None
     if speed_bands is not None and invalid is not None:
         speed_bands[:, invalid] = 0
-    files = [_ChipFile(dirs["images"] / f"{name}.{job.ext}", px.stored, job.image_nodata, job.ext),
-             _ChipFile(dirs["labels"] / f"{name}.{job.label_ext}", label[None], None, job.label_ext, True)]
+    files = [_ChipFile(job.path("images", name), px.stored, job.image_nodata, job.ext),
+             _ChipFile(job.path("labels", name), label[None], None, job.label_ext, True)]
     if cfg.orientation and vlabels is not None:
         orient = _orientation_chip(vlabels, grid, footprint, label, invalid, cfg.orientation_bins)
-        files.append(_ChipFile(dirs["orientation"] / f"{name}.{job.label_ext}", orient[None], None, job.label_ext,
-                               True))
+        files.append(_ChipFile(job.path("orientation", name), orient[None], None, job.label_ext, True))
     if speed_bands is not None:
-        files.append(_ChipFile(dirs["speed"] / f"{name}.tif", speed_bands, None, "tif"))
+        files.append(_ChipFile(job.path("speed", name), speed_bands, None, "tif"))
     if cfg.label_mode == "road_speed_continuous":
         counts = np.array([counts[0], counts[1:255].sum()])
     chip_counts = {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
@@ -909,7 +926,7 @@ def _chips_in_threads(job: _ChipJob, src: Any, raster_labels: Any, stats: _BandS
                 fb.set_progress(100.0 * cand.number / total)
             if job.cfg.max_chips is not None and kept >= job.cfg.max_chips:
                 break
-            made = _make_chip(job, raster_labels, cand, px, f"{kept:06d}", skipped)
+            made = _make_chip(job, raster_labels, cand, px, _chip_stem(kept), skipped)
             if made is None:
                 continue
             files, chip = made
@@ -996,7 +1013,7 @@ class _BlockMaker:
 
     def make(self, block: int, name: Any) -> tuple[list[_Kept], dict[str, int]]:
         """Block ``block``'s exported chips, named ``name(candidate, chips made before it in the block)``."""
-        skipped = {"outside_mask": 0, "no_features": 0, "nodata": 0}
+        skipped = _no_skips()
         kept: list[_Kept] = []
         for cand in self.job.candidates(skipped, block * _BLOCK, (block + 1) * _BLOCK):
             px = self.read(cand.grid)
@@ -1070,8 +1087,8 @@ def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: in
                     break
                 if counter.value < blocks and (c := _claim(counter)) < blocks:
                     final = c == b
-                    ready[c] = own.make(c, (lambda cand, i, first=made: f"{first + i:06d}") if final
-                                        else (lambda cand, i: f"c{cand.number:09d}"))
+                    ready[c] = own.make(c, (lambda cand, i, first=made: _chip_stem(first + i)) if final
+                                        else _temp_stem)
                     if not final:  # its files are renamed when their turn comes: they must be complete, and
                         own.sink.finish()  # its pixels are not kept meanwhile (the preview reads the files)
                         ready[c] = ([k._replace(preview=None) for k in ready[c][0]], ready[c][1])
@@ -1138,7 +1155,7 @@ def _process_worker(conn: Any, job: _ChipJob, counter: Any, blocks: int) -> None
             maker = _BlockMaker(job, src, raster_labels, stats)
             try:
                 while (b := _claim(counter)) < blocks:
-                    kept, skipped = maker.make(b, lambda cand, i: f"c{cand.number:09d}")
+                    kept, skipped = maker.make(b, _temp_stem)
                     maker.sink.finish()  # the bookkeeping renames these files: they must be complete
                     conn.send(("block", (b, [k._replace(preview=None) for k in kept], skipped)))
             finally:
@@ -1292,7 +1309,7 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
     class_pixels: dict[int, int] = {}
     rows: list[dict[str, Any]] = []
     footprints: list[Any] = []
-    skipped = {"outside_mask": 0, "no_features": 0, "nodata": 0}
+    skipped = _no_skips()
     obins = cfg.orientation_bins
     total = len(origins) * len(angles)
     fb.info(f"export grid {ncols}x{nrows} px at cell size {csx:g} x {csy:g}: {total} candidate chips")
@@ -1308,14 +1325,14 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
         made = _chips_in_threads(job, src, raster_labels, stats, skipped, fb)
     with contextlib.closing(made):
         for chip in made:
-            name = f"{len(rows):06d}"
+            name = _chip_stem(len(rows))
             if chip.name != name:  # a worker process's chip: it could not know how many chips came before
-                for folder, path in dirs.items():
-                    fext = job.folder_ext(folder)
-                    os.rename(path / f"{chip.name}.{fext}", path / f"{name}.{fext}")
-                    if fext != "tif":  # GDAL keeps a PNG's or JPEG's georeferencing in a sidecar
+                for folder in dirs:
+                    old, new = job.path(folder, chip.name), job.path(folder, name)
+                    os.rename(old, new)
+                    if new.suffix != ".tif":  # GDAL keeps a PNG's or JPEG's georeferencing in a sidecar
                         with contextlib.suppress(FileNotFoundError):
-                            os.rename(path / f"{chip.name}.{fext}.aux.xml", path / f"{name}.{fext}.aux.xml")
+                            os.rename(f"{old}.aux.xml", f"{new}.aux.xml")
             for v, c in chip.counts.items():
                 class_pixels[v] = class_pixels.get(v, 0) + c
             minx, miny, maxx, maxy = chip.bounds
@@ -1326,7 +1343,7 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
             if chip.preview is not None:
                 sampler.offer(len(rows) - 1, *chip.preview)
             else:
-                sampler.offer(len(rows) - 1, dirs["images"] / f"{name}.{ext}", dirs["labels"] / f"{name}.{label_ext}")
+                sampler.offer(len(rows) - 1, job.path("images", name), job.path("labels", name))
     if raster_labels is not None:
         raster_labels.close()
     if not rows:
