@@ -22,6 +22,7 @@ for byte and GDAL decodes the patched file to the same pixels and profile as its
 from __future__ import annotations
 
 import struct
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -225,6 +226,29 @@ def _decodes_like_gdal(ours: bytes, gdal: bytes) -> bool:
                         and np.array_equal(a.read(), b.read()))
 
 
+_VERIFIED: dict[tuple[Any, ...], _Template | None] = {}
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _verified_template(key: tuple[Any, ...], crs: Any) -> _Template | None:
+    """The template of a layout (``TiffChipWriter.template``'s key) and CRS, made and checked once per process.
+
+    Making one asks GDAL for two chips and checks ours against them (~5-7 ms per layout): a QGIS session,
+    a batch run or a model's repeated exports pay it once per layout, and the export's forked worker
+    processes inherit the ones made before the fork.
+    """
+    shape, dtype, a, b, d, e, nd, compress = key
+    full = (key, crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs))
+    with _VERIFIED_LOCK:
+        if full not in _VERIFIED:
+            try:
+                _VERIFIED[full] = _make_template(shape, dtype, (a, b, d, e), crs,
+                                                 None if nd is None else float(nd), compress)
+            except Exception:  # any surprise: GDAL writes the chips of this layout itself
+                _VERIFIED[full] = None
+        return _VERIFIED[full]
+
+
 class TiffChipWriter:
     """Writes TIFF chips byte-identical to rasterio/GDAL's, with one GDAL call per chip layout.
 
@@ -260,20 +284,8 @@ class TiffChipWriter:
         if key not in self._templates:
             with self._lock:
                 if key not in self._templates:
-                    try:
-                        self._templates[key] = _make_template(
-                            shape, dtype, (transform.a, transform.b, transform.d, transform.e), self.crs, nodata,
-                            compress)
-                    except Exception:  # any surprise: GDAL writes the chips of this layout itself
-                        self._templates[key] = None
+                    self._templates[key] = _verified_template(key, self.crs)
         return self._templates[key]
-
-    def sharing_templates(self, files: FileWriter) -> TiffChipWriter:
-        """A writer through ``files`` that starts with this one's templates (each costs GDAL ~5 ms to make and
-        check; an export's forked worker processes inherit the ones the parent made)."""
-        other = TiffChipWriter(self.crs, self.fast, files)
-        other._templates = dict(self._templates)
-        return other
 
     def write(self, path: str | Path, data: np.ndarray, transform: Affine, nodata: float | None = None,
               compress: bool = False) -> None:

@@ -485,25 +485,53 @@ def test_a_read_error_on_the_reader_thread_fails_the_export_cleanly(tmp_path: Pa
 
 
 @pytest.mark.parametrize("count", [1, 3, 8, 17, 400, 1001])
-def test_preview_sampler_spreads_its_picks_with_bounded_memory(count: int) -> None:
-    """preview.png's chips are picked as the chips go by: evenly spread, at most 2n kept, only what is drawn."""
+def test_preview_sampler_shows_the_first_chip_at_or_after_evenly_spread_targets(count: int, tmp_path: Path) -> None:
+    """preview.png's chips are known to whoever makes them: no chip is read back, only n decimated ones kept."""
     from core.chips import _PreviewSampler
 
     n = 4
-    sampler = _PreviewSampler(n, (256, 256))
-    for i in range(count):
-        image = np.full((5, 256, 256), i % 250, dtype=np.uint16)
-        sampler.offer(i, image, np.full((256, 256), i % 250, dtype=np.uint8))
-        assert len(sampler.kept) <= 2 * n
+    sampler = _PreviewSampler(n, (256, 256), count)
+    assert len(sampler.targets) == min(n, count) and sampler.targets == sorted(sampler.targets)
+    if count >= 400:
+        assert np.ptp(np.diff(sampler.targets)) <= 1 and sampler.targets[0] == 1 + count // 8  # middles of n parts
+    kept = [k for k in range(1, count + 1) if count < 4 or k % 3]  # every third candidate skipped
+    after = 0
+    missing = (tmp_path / "missing.tif", tmp_path / "missing.tif")  # reading it would fail
+    for k in kept:
+        image, label = np.full((5, 256, 256), k % 250, dtype=np.uint16), np.full((256, 256), k % 250, dtype=np.uint8)
+        sampler.offer(k, sampler.decimate(image, label) if sampler.wanted(k, after) else None, missing)
+        after = k
     picks = sampler.picks()
-    assert len(picks) == min(n, count)
+    expected = sorted({min([k for k in kept if k >= t] or [kept[-1]]) for t in sampler.targets})
+    assert [int(lab[0, 0]) for _, lab in picks] == [k % 250 for k in expected]
     assert all(img.shape == (3, 128, 128) and lab.shape == (128, 128) for img, lab in picks)  # decimated
-    indices = [int(lab[0, 0]) for _, lab in picks] if count < 250 else None
-    if indices is not None:
-        assert indices[0] == 0 and indices == sorted(indices)
-        assert indices[-1] >= count - 1 - sampler.stride  # the last kept chip: the end of the export is shown
-        gaps = np.diff(indices)
-        assert not len(gaps) or gaps.max() <= 2 * max(gaps.min(), 1) + sampler.stride  # evenly spread
+
+
+def test_preview_sampler_reads_a_pick_its_maker_could_not_know(tmp_path: Path) -> None:
+    """A worker's block whose chips after a target were all skipped: the pick is a later block's first chip,
+    whose maker kept no pixels, so it is read from its files (and decimated like the others)."""
+    from core.chips import _PreviewSampler
+
+    sampler = _PreviewSampler(2, (64, 64), 32, tile_px=32)
+    assert sampler.targets == [9, 25]
+    image = make_raster(tmp_path / "i.tif", size=64, count=4)
+    label = tmp_path / "l.tif"
+    with rasterio.open(image) as src:
+        profile = {**src.profile, "count": 1}
+        img = src.read()
+    lab = (np.arange(64 * 64).reshape(64, 64) % 7).astype(np.uint8)
+    with rasterio.open(label, "w", **{**profile, "dtype": "uint8"}) as dst:
+        dst.write(lab, 1)
+    # Block 0 (candidates 1-16) exported 1-8 only; block 1 starts at 17: its maker was told after=16.
+    for k in range(1, 9):
+        sampler.offer(k, None, (tmp_path / "x.tif", tmp_path / "x.tif"))
+    assert not sampler.wanted(17, after=16)
+    sampler.offer(17, None, (image, label))
+    assert sampler.wanted(26, after=24)
+    sampler.offer(26, sampler.decimate(img, lab), (tmp_path / "x.tif", tmp_path / "x.tif"))
+    (a_img, a_lab), (b_img, b_lab) = sampler.picks()
+    assert np.array_equal(a_img, img[:3, ::2, ::2]) and np.array_equal(a_lab, lab[::2, ::2])
+    assert np.array_equal(b_img, a_img) and np.array_equal(b_lab, a_lab)
 
 
 def test_a_write_error_on_the_io_threads_fails_the_export_cleanly(tmp_path: Path,

@@ -165,7 +165,7 @@ def forking_allowed() -> None:
 
 
 def grid_case(tmp_path: Path) -> tuple[Path, Path]:
-    """64 candidates of 16 px: 4 blocks of 2 chip rows; with 2 processes, blocks 1 and 3 go to the worker."""
+    """64 candidates of 16 px (8 rows of 8), in blocks of 8 shrinking to 4 (:func:`core.chips._block_starts`)."""
     raster = make_raster(tmp_path / "r.tif", size=128, count=3)
     labels = tmp_path / "l.gpkg"
     write_vector(labels, [shapely.box(X0, Y0 - 128, X0 + 128, Y0)], {"classvalue": np.array([1], dtype=np.int32)},
@@ -181,7 +181,7 @@ def test_a_bad_label_value_fails_the_export_whichever_process_reads_it(tmp_path:
     forking_allowed()
     raster = make_raster(tmp_path / "r.tif", size=128, count=3)
     lab = np.ones((128, 128), dtype=np.uint16)
-    lab[40, 5] = 300  # in block 1 of 4: made by the worker or, when it starts late, by the export's process
+    lab[40, 5] = 300  # candidate 17, in the third block: made by the worker or, if it starts late, by the export
     with rasterio.open(tmp_path / "c.tif", "w", driver="GTiff", width=128, height=128, count=1, dtype="uint16",
                        crs=CRS, transform=Affine(1, 0, X0, 0, -1, Y0)) as dst:
         dst.write(lab, 1)
@@ -263,3 +263,17 @@ def test_worker_processes_in_this_process(tmp_path: Path) -> None:
     assert (res.processes, ref.processes, res.chip_count) == (2, 1, 64)
     assert_same_folder(tmp_path / "t", tmp_path / "p")
     assert no_worker_left()
+
+
+@pytest.mark.parametrize("total,processes", [(1, 2), (64, 2), (400, 2), (401, 3), (6400, 8), (10, 8)])
+def test_blocks_shrink_towards_the_end_and_cover_every_candidate_once(total: int, processes: int) -> None:
+    from core.chips import _BLOCK, _MIN_BLOCK, _block_starts
+
+    starts = _block_starts(total, processes)
+    sizes = np.diff(starts)
+    assert starts[0] == 0 and starts[-1] == total and (sizes > 0).all()
+    assert (sizes[:-1] >= _MIN_BLOCK).all() and (sizes <= _BLOCK).all()
+    assert (np.diff(sizes) <= 0).all()  # never larger than the block before: the last ones are the smallest
+    if total >= 400:
+        assert sizes[0] == _BLOCK and sizes[-2] == _MIN_BLOCK
+    assert _block_starts(total, processes) == starts  # timing plays no part
