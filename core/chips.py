@@ -1091,7 +1091,9 @@ def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: in
     busy: list[int] = []
     tuned = contextlib.ExitStack()
     try:
-        tuned.enter_context(freed_memory_kept())  # this process makes blocks too (the workers inherit it)
+        # The largest per-chip buffers: the chip's pixels as float64 (the stretch and the statistics' arithmetic).
+        tw, th = job.plan.tile
+        tuned.enter_context(freed_memory_kept(len(job.bands) * tw * th * 8))  # the workers inherit it
         for w in range(1, workers):  # before this process starts any thread
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_process_worker, args=(child, job, counter, starts), name=f"chip-worker-{w}",

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from core.malloc_tuning import _libc, freed_memory_kept
+from core.malloc_tuning import _libc, freed_memory_kept, thresholds
 
 
-def faults_of_a_reused_buffer(nbytes: int = 4 << 20) -> int:
+def faults_of_a_reused_buffer(nbytes: int = 2 << 20) -> int:
     """Minor page faults of allocating, filling and freeing a buffer a second time."""
     for _ in range(2):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -22,11 +22,11 @@ def faults_of_a_reused_buffer(nbytes: int = 4 << 20) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or _libc() is None, reason="glibc's mallopt is Linux only")
 def test_freed_buffers_are_reused_while_tuned_and_handed_back_after() -> None:
-    with freed_memory_kept():
+    with freed_memory_kept(2 << 20):
         tuned = faults_of_a_reused_buffer()
     after = faults_of_a_reused_buffer()
-    pages = (4 << 20) // 4096
-    assert tuned < pages // 4, tuned  # the second 4 MB buffer reuses the first one's pages
+    pages = (2 << 20) // 4096
+    assert tuned < pages // 4, tuned  # the second 2 MB buffer reuses the first one's pages
     assert after > pages // 2, after  # glibc's initial 128 KB threshold again: mapped afresh, faulted in
 
 
@@ -34,6 +34,12 @@ def test_elsewhere_it_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     import core.malloc_tuning as m
 
     monkeypatch.setattr(m, "_libc", lambda: None)
-    assert m.keep_freed_memory() is False
-    with freed_memory_kept():
+    assert m.keep_freed_memory(1 << 20) is False
+    with freed_memory_kept(1 << 20):
         pass
+
+
+def test_thresholds_follow_the_chip_size_within_glibc_limits() -> None:
+    assert thresholds(256 * 256 * 4 * 8) == (4 << 20, 16 << 20)
+    assert thresholds(1000) == (2 << 20, 8 << 20)  # at least 2 MB
+    assert thresholds(1 << 30) == (32 << 20, 128 << 20)  # glibc's ceiling for the mmap threshold
