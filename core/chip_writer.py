@@ -138,6 +138,7 @@ class _Template:
         self.c_at = c_at
         self.f_at = f_at
         self.count_at = count_at
+        self._uniform: dict[tuple[Any, ...], bytes] = {}  # DEFLATE streams of one-value chips, by value
 
     def header(self, transform: Affine, nbytes: int | None = None) -> bytearray:
         head = bytearray(self.prefix)
@@ -150,9 +151,20 @@ class _Template:
     def parts(self, data: np.ndarray, transform: Affine) -> list[Any]:
         """The file as buffers to write in order (no copy of the pixels when uncompressed)."""
         if self.count_at is not None:
-            body = zlib.compress(_payload(data).data, 1)
+            body = self._deflate(_payload(data))
             return [self.header(transform, len(body)), body]
         return [self.header(transform), _payload(data).data.cast("B")] + ([self.suffix] if self.suffix else [])
+
+    def _deflate(self, pixels: np.ndarray) -> bytes:
+        """zlib level 1 of the pixels; a chip of one value (a label chip inside one polygon: half the chips of a
+        land-cover export) reuses the stream made for that value (a 5 us check instead of 60 us of zlib)."""
+        if pixels.min() != pixels.max():
+            return zlib.compress(pixels.data, 1)
+        key = (pixels.dtype.str, pixels.shape, pixels.flat[0].item())
+        body = self._uniform.get(key)
+        if body is None:  # threads may both make it: the same bytes, and a dict store is atomic
+            body = self._uniform[key] = zlib.compress(pixels.data, 1)
+        return body
 
     def render(self, data: np.ndarray, transform: Affine) -> bytes:
         return b"".join(bytes(p) for p in self.parts(data, transform))

@@ -470,6 +470,17 @@ def _byte_histogram(band: np.ndarray, valid: np.ndarray | None = None) -> np.nda
     return np.asarray(img.histogram(mask), dtype=np.int64)
 
 
+def _label_counts(label: np.ndarray) -> np.ndarray:
+    """Pixels of each value 0-255 of a label chip; a chip of one value (inside one polygon) is counted without
+    a histogram (min and max: 5 us instead of 40 us)."""
+    low = label.min()
+    if low == label.max() and label.dtype == np.uint8:
+        counts = np.zeros(256, dtype=np.int64)
+        counts[int(low)] = label.size
+        return counts
+    return _byte_histogram(label)
+
+
 def _chip_histograms(data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     """(bands, 256) exact counts of each band of a uint8 chip (``valid`` pixels only, when given)."""
     return np.stack([_byte_histogram(band, valid) for band in data])
@@ -900,7 +911,7 @@ def _make_chip(job: _ChipJob, raster_labels: Any, cand: _Candidate, px: _Pixels,
         label = _raster_label_chip(raster_labels, grid, cfg.labels)
     if invalid is not None:
         label[invalid] = cfg.ignore_value
-    counts = _byte_histogram(label)
+    counts = _label_counts(label)
     counts[cfg.ignore_value] = 0
     if cfg.only_tiles_with_features and not counts[1:].any():
         skipped["no_features"] += 1  # no labelled pixel (0 and the ignore value do not count)
