@@ -1422,12 +1422,17 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
     class_values = [c.value for c in classes]
 
     # ---- index, footprints, preview, description (dataset.json last: it marks the folder complete). The
-    # preview's PNG is encoded on a thread meanwhile (zlib releases the GIL; the GeoPackage does not).
+    # footprints' GeoPackage is written on a thread while the preview's PNG is compressed here: pyogrio holds
+    # the GIL (~14 ms), zlib does not. The preview's pixels are drawn first, as they need the GIL too (with
+    # the PNG on the thread instead, it waited for the GeoPackage: 25-29 ms instead of 13).
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chip-preview") as pool:
-        sheet = _preview_sheet(sampler.picks(), classes, cfg, sampler.tile_px)
-        preview = pool.submit(lambda: sheet is None or (tmp / "preview.png").write_bytes(_png_bytes(sheet)))
+    sheet = _preview_sheet(sampler.picks(), classes, cfg, sampler.tile_px)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chip-footprints") as pool:
+        footprints_done = pool.submit(_write_footprints, tmp / "chip_footprints.gpkg", rows, footprints,
+                                      class_values, src.crs)
+        if sheet is not None:
+            (tmp / "preview.png").write_bytes(_png_bytes(sheet))
         fields = ["file", "minx", "miny", "maxx", "maxy", "rotation_deg", "nodata_fraction"] + [
             f"class_{v}" for v in class_values]
         with open(tmp / "chips.csv", "w", newline="", encoding="utf-8") as fh:
@@ -1437,8 +1442,7 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
                 writer.writerow([r["file"], repr(r["minx"]), repr(r["miny"]), repr(r["maxx"]), repr(r["maxy"]),
                                  r["rotation_deg"], r["nodata_fraction"]]
                                 + [r["counts"].get(v, 0) for v in class_values])
-        _write_footprints(tmp / "chip_footprints.gpkg", rows, footprints, class_values, src.crs)
-        preview.result()
+        footprints_done.result()
 
     from .raster_io import band_names as _bn
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import sys
 from collections.abc import Iterator
 
@@ -36,11 +36,14 @@ def thresholds(buffer_bytes: int) -> tuple[int, int]:
     return mmap, 4 * mmap
 
 
+@functools.lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL | None:
+    """glibc, or None. Opened by its soname: ``ctypes.util.find_library`` runs ``ldconfig -p`` in a
+    subprocess (6 ms per export, forking this large process)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")
         libc.mallopt  # noqa: B018 -- musl and others may lack it
         libc.malloc_trim  # noqa: B018
     except (OSError, AttributeError):
