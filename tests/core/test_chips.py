@@ -496,12 +496,12 @@ def test_preview_sampler_shows_the_first_chip_at_or_after_evenly_spread_targets(
         assert np.ptp(np.diff(sampler.targets)) <= 1 and sampler.targets[0] == 1 + count // 8  # middles of n parts
     kept = [k for k in range(1, count + 1) if count < 4 or k % 3]  # every third candidate skipped
     after = 0
-    missing = (tmp_path / "missing.tif", tmp_path / "missing.tif")  # reading it would fail
     for k in kept:
         image, label = np.full((5, 256, 256), k % 250, dtype=np.uint16), np.full((256, 256), k % 250, dtype=np.uint8)
-        sampler.offer(k, sampler.decimate(image, label) if sampler.wanted(k, after) else None, missing)
+        sampler.offer(k, sampler.decimate(image, label) if sampler.wanted(k, after) else None, f"{k:06d}")
         after = k
-    picks = sampler.picks()
+    missing = tmp_path / "missing.tif"  # reading it would fail
+    picks = sampler.picks(lambda stem: (missing, missing))
     expected = sorted({min([k for k in kept if k >= t] or [kept[-1]]) for t in sampler.targets})
     assert [int(lab[0, 0]) for _, lab in picks] == [k % 250 for k in expected]
     assert all(img.shape == (3, 128, 128) and lab.shape == (128, 128) for img, lab in picks)  # decimated
@@ -524,12 +524,13 @@ def test_preview_sampler_reads_a_pick_its_maker_could_not_know(tmp_path: Path) -
         dst.write(lab, 1)
     # Block 0 (candidates 1-16) exported 1-8 only; block 1 starts at 17: its maker was told after=16.
     for k in range(1, 9):
-        sampler.offer(k, None, (tmp_path / "x.tif", tmp_path / "x.tif"))
+        sampler.offer(k, None, f"{k:06d}")
     assert not sampler.wanted(17, after=16)
-    sampler.offer(17, None, (image, label))
+    sampler.offer(17, None, "000017")
     assert sampler.wanted(26, after=24)
-    sampler.offer(26, sampler.decimate(img, lab), (tmp_path / "x.tif", tmp_path / "x.tif"))
-    (a_img, a_lab), (b_img, b_lab) = sampler.picks()
+    sampler.offer(26, sampler.decimate(img, lab), "000026")
+    files = {"000017": (image, label)}  # only the one pick without pixels is read
+    (a_img, a_lab), (b_img, b_lab) = sampler.picks(files.__getitem__)
     assert np.array_equal(a_img, img[:3, ::2, ::2]) and np.array_equal(a_lab, lab[::2, ::2])
     assert np.array_equal(b_img, a_img) and np.array_equal(b_lab, a_lab)
 
