@@ -1183,59 +1183,6 @@ def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: in
         tuned.close()
 
 
-class _Renamer:
-    """Gives worker processes' chips their final names on a thread, a batch at a time.
-
-    A rename took ~90 us on the export's main thread (the workers create files in the same folders, and
-    ext4 serialises a folder's changes): 36 ms of a 400-chip export. The thread waits in the kernel
-    without the GIL. It starts with the first rename, after the workers are forked (no fork while another
-    thread runs). Chips are renamed in export order; :meth:`finish` waits for all of them and raises the
-    first error; leaving the ``with`` block (cancel, errors) waits for the running batch.
-    """
-
-    def __init__(self, batch: int = 32) -> None:
-        self._batch = batch
-        self._pending: list[tuple[str, str]] = []
-        self._pool: Any = None
-        self._jobs: list[Any] = []
-
-    def add(self, old: str, new: str) -> None:
-        self._pending.append((old, new))
-        if len(self._pending) >= self._batch:
-            self._submit()
-
-    def _submit(self) -> None:
-        if not self._pending:
-            return
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chip-rename")
-        self._jobs.append(self._pool.submit(_rename_all, self._pending))
-        self._pending = []
-
-    def finish(self) -> None:
-        self._submit()
-        for job in self._jobs:
-            job.result()
-        self._jobs = []
-
-    def __enter__(self) -> _Renamer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _rename_all(pairs: list[tuple[str, str]]) -> None:
-    for old, new in pairs:
-        os.rename(old, new)
-        if not new.endswith(".tif"):  # GDAL keeps a PNG's or JPEG's georeferencing in a sidecar
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(f"{old}.aux.xml", f"{new}.aux.xml")
-
-
 def _wait_any(conns: list[Any], procs: list[Any], fb: Feedback) -> None:
     """Wait (checking for cancel) until a worker has a message, failing if one died without a word."""
     from multiprocessing.connection import wait
@@ -1447,13 +1394,16 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
         made = _chips_in_processes(job, src, raster_labels, workers, stats, skipped, fb, exiting)
     else:
         made = _chips_in_threads(job, src, raster_labels, stats, skipped, fb)
-    renamer = _Renamer()
-    with contextlib.closing(made), renamer:
+    with contextlib.closing(made):
         for chip in made:
             name = _chip_stem(len(rows))
             if chip.name != name:  # a worker process's chip: it could not know how many chips came before
                 for folder in dirs:
-                    renamer.add(job.path(folder, chip.name), job.path(folder, name))
+                    old, new = job.path(folder, chip.name), job.path(folder, name)
+                    os.rename(old, new)
+                    if not new.endswith(".tif"):  # GDAL keeps a PNG's or JPEG's georeferencing in a sidecar
+                        with contextlib.suppress(FileNotFoundError):
+                            os.rename(f"{old}.aux.xml", f"{new}.aux.xml")
             for v, c in chip.counts.items():
                 class_pixels[v] = class_pixels.get(v, 0) + c
             minx, miny, maxx, maxy = chip.bounds
@@ -1462,7 +1412,6 @@ def _export(cfg: ExportConfig, src: Any, bands: tuple[int, ...], out_dtype: str,
                          "counts": chip.counts})
             footprints.append(chip.footprint)
             sampler.offer(chip.number, chip.preview, name)
-        renamer.finish()  # the preview may read chips by their final names
     if raster_labels is not None:
         raster_labels.close()
     if not rows:
