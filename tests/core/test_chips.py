@@ -560,3 +560,21 @@ def test_a_write_error_on_the_io_threads_fails_the_export_cleanly(tmp_path: Path
                                           tile_size_px=(16, 16), stride_px=(8, 8)))
     assert not (tmp_path / "o").exists() and not any(p.name.startswith(".o") for p in tmp_path.iterdir())
     assert not [t for t in threading.enumerate() if t.name.startswith("chip-io")]
+
+
+def test_preview_png_reads_back_exactly_and_compresses_only_what_pays(tmp_path: Path) -> None:
+    """Our own PNG encoder (no row filters): GDAL reads the pixels back; smooth sheets are deflated, noise stored."""
+    from core.chips import _png_bytes
+
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, (3, 37, 53), dtype=np.uint8)
+    smooth = np.broadcast_to((np.arange(53) // 4).astype(np.uint8), (3, 37, 53)).copy()
+    for name, rgb in (("noise", noise), ("smooth", smooth)):
+        data = _png_bytes(rgb)
+        (tmp_path / f"{name}.png").write_bytes(data)
+        with rasterio.open(tmp_path / f"{name}.png") as ds:
+            assert ds.driver == "PNG" and ds.count == 3 and ds.dtypes[0] == "uint8"
+            assert np.array_equal(ds.read(), rgb)
+    raw = 37 * (1 + 3 * 53)
+    assert len(_png_bytes(smooth)) < raw // 10
+    assert raw < len(_png_bytes(noise)) < raw + 200  # stored: the rows plus zlib's and PNG's framing
