@@ -264,8 +264,9 @@ def _verified_template(key: tuple[Any, ...], crs: Any) -> _Template | None:
 class TiffChipWriter:
     """Writes TIFF chips byte-identical to rasterio/GDAL's, with one GDAL call per chip layout.
 
-    Templates are made under a lock and files are written independently, so several threads may write
-    chips; the export writes from its main thread and lets ``files`` create the files on its I/O threads.
+    Templates are made under a lock, once per process (:func:`_verified_template`), and files are written
+    independently, so several threads may write chips; the export writes from its main thread and lets
+    ``files`` create the files on its I/O threads.
 
     Args:
         crs: the chips' CRS (rasterio CRS or anything rasterio accepts).
@@ -276,15 +277,12 @@ class TiffChipWriter:
     """
 
     def __init__(self, crs: Any, fast: bool = True, files: FileWriter | None = None) -> None:
-        import threading
-
         from .direct_io import FileWriter
 
         self.crs = crs
         self.fast = fast
         self.files = files if files is not None else FileWriter(direct=False, threads=0)
         self._templates: dict[tuple[Any, ...], _Template | None] = {}
-        self._lock = threading.Lock()
 
     def template(self, shape: tuple[int, int, int], dtype: str, transform: Affine,
                  nodata: float | None, compress: bool = False) -> _Template | None:
@@ -293,10 +291,8 @@ class TiffChipWriter:
             return None
         nd = None if nodata is None else (repr(float(nodata)))
         key = (shape, dtype, transform.a, transform.b, transform.d, transform.e, nd, compress)
-        if key not in self._templates:
-            with self._lock:
-                if key not in self._templates:
-                    self._templates[key] = _verified_template(key, self.crs)
+        if key not in self._templates:  # threads may both ask: the process's cache makes it once
+            self._templates[key] = _verified_template(key, self.crs)
         return self._templates[key]
 
     def write(self, path: str | Path, data: np.ndarray, transform: Affine, nodata: float | None = None,

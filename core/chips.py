@@ -473,8 +473,7 @@ def _byte_histogram(band: np.ndarray, valid: np.ndarray | None = None) -> np.nda
 def _label_counts(label: np.ndarray) -> np.ndarray:
     """Pixels of each value 0-255 of a label chip; a chip of one value (inside one polygon) is counted without
     a histogram (min and max: 5 us instead of 40 us)."""
-    low = label.min()
-    if low == label.max() and label.dtype == np.uint8:
+    if label.dtype == np.uint8 and (low := label.min()) == label.max():
         counts = np.zeros(256, dtype=np.int64)
         counts[int(low)] = label.size
         return counts
@@ -991,6 +990,8 @@ def _block_starts(total: int, processes: int) -> list[int]:
         size = max(_MIN_BLOCK, min(_BLOCK, -(-left // (4 * processes))))
         starts.append(min(total, starts[-1] + size))
     return starts
+
+
 # Modules whose presence means a Qt/QGIS process: their threads may hold locks (GDAL's among them) that
 # a forked child would inherit locked, so the export does not fork there.
 _FORK_UNSAFE_MODULES = ("qgis.core", "PyQt5.QtCore", "PyQt6.QtCore")
