@@ -630,7 +630,9 @@ def _read_pixels(src: Any, bands: tuple[int, ...], grid: Any, resampling: Any, f
     ``stretch``: (low, high, zero the invalid pixels). ``byte_stats``: take the 8-bit band histograms too.
     Stretch and histograms are C loops that release the GIL: on the export's reader thread they run beside
     the main thread's labels (0.2 ms per chip that the main thread no longer spends). Moving the histograms
-    on to the I/O threads instead was slower (5 of 5 alternating runs).
+    on to the I/O threads instead was slower (5 of 5 alternating runs), and so it was in the worker
+    processes, which have no reader thread (there, right after the read, the pixels are still in the CPU's
+    cache: ahead in 8 of 12 alternating rounds).
     """
     from .raster_io import read_grid
 
@@ -725,9 +727,8 @@ class _ChipFile(NamedTuple):
 class _ChipSink:
     """Turns finished chips into files on the file writer's I/O threads, ``chips_per_job`` chips per job.
 
-    The caller patches each chip's TIFF template; creating the files, DEFLATE-compressing label strips,
-    waiting for the device and, when the read did not take them, the 8-bit band histograms (Pillow's C
-    loop, without the GIL) happen on the I/O threads. Every job costs thread wake-ups and GIL
+    The caller patches each chip's TIFF template; creating the files, DEFLATE-compressing label strips and
+    waiting for the device happen on the I/O threads. Every job costs thread wake-ups and GIL
     hand-offs, which this project's virtual machine charges dearly: with 4 chips per job on 2 I/O threads
     instead of 1 chip per job on 3, the export made 8-13 instead of 14-19 voluntary context switches per
     chip and ran ~6 % faster (median of 15 alternating runs each). Errors of the I/O threads surface on a
@@ -736,15 +737,12 @@ class _ChipSink:
 
     def __init__(self, tiff: TiffChipWriter | None, files: FileWriter, crs: Any, stats: _BandStats,
                  chips_per_job: int = 4) -> None:
-        import threading
-
         self.tiff = tiff
         self.files = files
         self.crs = crs
         self.stats = stats
         self.chips_per_job = chips_per_job
         self.submitted = 0
-        self._stats_lock = threading.Lock()
 
     def submit(self, files: list[_ChipFile], transform: Any, px: _Pixels) -> None:
         if self.submitted % self.chips_per_job == 0:
@@ -755,21 +753,14 @@ class _ChipSink:
                 self.tiff.write(f.path, f.data, transform, f.nodata, f.compress)
             else:
                 self.files.run(_write_chip, f.path, f.data, transform, self.crs, f.nodata, f.fmt)
-        if px.hist is not None:
+        if px.hist is not None:  # 8-bit chips: taken by the read
             self.stats.add_histograms(px.hist)
-        elif self.stats.hist_size == 256:  # not taken by the read: on the I/O thread (Pillow, without the GIL)
-            self.files.run(self._add_histograms, px.stored, px.invalid)
         elif px.invalid is None:
             self.stats.add_all_valid(px.stored)
         else:
             self.stats.add(px.stored, ~px.invalid)
         if self.submitted % self.chips_per_job == 0:
             self.files.end()
-
-    def _add_histograms(self, stored: np.ndarray, invalid: np.ndarray | None) -> None:
-        hist = _chip_histograms(stored, None if invalid is None else ~invalid)
-        with self._stats_lock:  # integer sums: the same in any order
-            self.stats.add_histograms(hist)
 
     def finish(self) -> None:
         """Wait for every file (raising the first write error)."""
@@ -851,12 +842,13 @@ class _ChipJob:
         return _candidates(p.origins, p.angles, p.base, p.tile, p.mask_geom, self.vlabels,
                            self.cfg.only_tiles_with_features, skipped, start=start, stop=stop)
 
-    def reader(self, src: Any, byte_stats: bool) -> Any:
-        """The per-chip read: :func:`_read_pixels` bound to this job and ``src``."""
+    def reader(self, src: Any) -> Any:
+        """The per-chip read: :func:`_read_pixels` bound to this job and ``src`` (8-bit chips: with their
+        band histograms)."""
         import functools
 
         return functools.partial(_read_pixels, src, self.bands, resampling=self.resampling, fill=self.fill,
-                                 stretch=self.stretch, byte_stats=byte_stats)
+                                 stretch=self.stretch, byte_stats=np.dtype(self.out_dtype) == np.uint8)
 
     def sink(self, crs: Any, stats: _BandStats, io_threads: int) -> _ChipSink:
         """A chip sink with its own file writer (TIFF templates come from the process's cache)."""
@@ -947,7 +939,7 @@ def _chips_in_threads(job: _ChipJob, src: Any, raster_labels: Any, stats: _BandS
     """Make the chips in this process: a reader thread, this thread labelling, I/O threads writing."""
     total = job.plan.total
     sink = job.sink(src.crs, stats, io_threads=2)
-    reader = _ChipReader(job.reader(src, stats.hist_size == 256), job.candidates(skipped))
+    reader = _ChipReader(job.reader(src), job.candidates(skipped))
     kept = after = 0
     try:
         for cand, px in reader:
@@ -1061,7 +1053,7 @@ class _BlockMaker:
         self.starts = starts
         self.raster_labels = raster_labels
         self.sink = job.sink(src.crs, stats, io_threads=1)
-        self.read = job.reader(src, byte_stats=False)  # histograms on the I/O thread, beside the labels
+        self.read = job.reader(src)
 
     def make(self, block: int, name: Any) -> tuple[list[_Kept], dict[str, int]]:
         """Block ``block``'s exported chips, named ``name(candidate, chips made before it in the block)``."""
