@@ -193,20 +193,20 @@ def test_a_bad_label_value_fails_the_export_whichever_process_reads_it(tmp_path:
 
 
 def in_workers_only(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
-    """Make every forked worker run ``action`` when it opens the raster (the export's process is unchanged)."""
+    """Make every forked worker run ``action`` when it sets up its block maker (the export's process is unchanged)."""
     import os
 
-    import core.raster_io
+    from core.chips import _BlockMaker
 
     parent = os.getpid()
-    real = core.raster_io.open_raster
+    real = _BlockMaker.__init__
 
-    def opening(path: Any) -> Any:
+    def setting_up(self: Any, *args: Any) -> None:
         if os.getpid() != parent:
             action()
-        return real(path)
+        real(self, *args)
 
-    monkeypatch.setattr(core.raster_io, "open_raster", opening)
+    monkeypatch.setattr(_BlockMaker, "__init__", setting_up)
 
 
 def test_a_worker_error_reaches_the_caller_and_leaves_no_folder(tmp_path: Path,
