@@ -77,7 +77,8 @@ def assert_same_folder(a: Path, b: Path) -> None:
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("case", ["landcover_mask_rotation_nodata", "uint16_raster_labels_png", "roads_orientation_speed"])
+@pytest.mark.parametrize("case", ["landcover_mask_rotation_nodata", "uint16_raster_labels_png",
+                                  "class_raster_in_another_crs", "roads_orientation_speed"])
 def test_worker_processes_make_the_same_folder_as_threads(tmp_path: Path, case: str) -> None:
     size = 160
     common: dict[str, Any] = {"tile_size_px": (32, 32), "stride_px": (16, 16), "preview_chips": 5}
@@ -102,6 +103,18 @@ def test_worker_processes_make_the_same_folder_as_threads(tmp_path: Path, case: 
                            transform=Affine(1, 0, X0, 0, -1, Y0)) as dst:
             dst.write(lab, 1)
         extra = {"chip_format": "png"}
+    elif case == "class_raster_in_another_crs":  # warped on the fly: each worker gets its own warped dataset
+        from rasterio.warp import transform_bounds
+
+        raster = make_raster(tmp_path / "r.tif", size=size, count=3)
+        west, south, east, north = transform_bounds(CRS, "EPSG:3857", X0 - 10, Y0 - size - 10, X0 + size + 10, Y0 + 10)
+        n = 200
+        lab = (np.arange(n)[:, None] // 25 + np.arange(n)[None, :] // 40).astype(np.uint8) % 5
+        labels = tmp_path / "c3857.tif"
+        with rasterio.open(labels, "w", driver="GTiff", width=n, height=n, count=1, dtype="uint8", crs="EPSG:3857",
+                           transform=Affine((east - west) / n, 0, west, 0, -(north - south) / n, north)) as dst:
+            dst.write(lab, 1)
+        extra = {}
     else:
         raster = make_raster(tmp_path / "r.tif", size=size, count=3)
         lines = [shapely.LineString([(X0 + 5, Y0 - 5 - k * 30), (X0 + 155, Y0 - 20 - k * 25)]) for k in range(5)]
