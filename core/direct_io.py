@@ -76,13 +76,18 @@ def direct_io_wanted(folder: str | Path) -> bool:
     return file_system_type(folder) in LOCAL_FILE_SYSTEMS
 
 
+def _nbytes(parts: list[Any]) -> int:
+    """The size of a file made of ``parts`` (bytes-like)."""
+    return sum(memoryview(p).nbytes for p in parts)
+
+
 def write_buffered(path: str | Path, parts: list[Any]) -> None:
     """Write ``parts`` as one new file with one ``writev``: no Python file object, no buffering copy.
 
     The plain descriptor saves the ``fstat``/``lseek`` and buffer handling of ``open()`` (about 0.1 ms per
     file); a short write (full disk, signals) is finished or raised like ``write`` would.
     """
-    total = sum(memoryview(p).nbytes for p in parts)
+    total = _nbytes(parts)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
     try:
         written = os.writev(fd, parts) if hasattr(os, "writev") else 0  # Windows has no writev
@@ -127,7 +132,7 @@ class FileWriter:
 
     def write(self, path: str | Path, parts: list[Any]) -> None:
         """Queue the new file ``path`` made of ``parts`` (bytes-like, in order)."""
-        self.run(self._write_one, path, parts, sum(memoryview(p).nbytes for p in parts))
+        self.run(self._write_one, path, parts, _nbytes(parts))
 
     def write_made(self, path: str | Path, make: Any, *args: Any) -> None:
         """Queue the new file ``path`` made of ``make(*args)``'s parts, computed on the I/O thread.
@@ -139,7 +144,7 @@ class FileWriter:
 
     def _make_and_write(self, path: str | Path, make: Any, args: tuple[Any, ...]) -> None:
         parts = make(*args)
-        self._write_one(path, parts, sum(memoryview(p).nbytes for p in parts))
+        self._write_one(path, parts, _nbytes(parts))
 
     def run(self, job: Any, *args: Any) -> None:
         """Queue ``job(*args)``, a write of another kind (a chip GDAL itself writes), in the same bounds."""
