@@ -381,3 +381,56 @@ def test_an_error_at_the_end_stops_the_helper_and_leaves_no_folder(tmp_path: Pat
     assert time.perf_counter() - t0 < 1.5  # the helper was stopped, not waited for
     assert not (tmp_path / "o").exists() and not any(p.name.startswith(".o") for p in tmp_path.iterdir())
     assert no_worker_left()
+
+
+def test_block_counter_hands_out_blocks_and_predicts_first_chips() -> None:
+    """Claims in order; a block's first chip is the sum of the published counts before it, waited for."""
+    from core.chips import _BlockCounter
+
+    counter = _BlockCounter(4)
+    try:
+        assert [counter.claim() for _ in range(5)] == [0, 1, 2, 3, 4]  # 4: past the last block
+        counter.publish(0, 16)
+        counter.publish(1, 0)  # every candidate outside the mask
+        counter.publish(3, 5)
+        assert counter.first_index(0, lambda: None) == 0 and counter.first_index(2, lambda: None) == 16
+        waits: list[int] = []
+
+        def waiting() -> None:  # block 2 is counted by "another process" after a few waits
+            waits.append(1)
+            if len(waits) == 3:
+                counter.publish(2, 7)
+
+        assert counter.first_index(3, waiting) == 23 and len(waits) == 3
+
+        def gone() -> None:
+            raise RasterReadError("the worker counting block 4 died")
+
+        with pytest.raises(RasterReadError, match="died"):
+            _BlockCounter(6).first_index(5, gone)
+    finally:
+        counter.close()
+
+
+def test_chips_skipped_after_their_read_in_processes_still_get_consecutive_names(tmp_path: Path) -> None:
+    """A label raster with empty areas: chips are dropped only after their labels are read, so later blocks'
+    predicted names are too high and are renamed, in order, without overwriting one another."""
+    forking_allowed()
+    raster = make_raster(tmp_path / "r.tif", size=128, count=3)
+    lab = np.zeros((128, 128), dtype=np.uint8)
+    lab[:, 40:] = 1
+    lab[60:80, :] = 0  # whole rows of chips without a labelled pixel
+    with rasterio.open(tmp_path / "c.tif", "w", driver="GTiff", width=128, height=128, count=1, dtype="uint8",
+                       crs=CRS, transform=Affine(1, 0, X0, 0, -1, Y0)) as dst:
+        dst.write(lab, 1)
+    common: dict[str, Any] = {"tile_size_px": (16, 16), "stride_px": (8, 8)}
+    procs = export_training_data(ExportConfig(str(raster), str(tmp_path / "c.tif"), str(tmp_path / "p"), workers=2,
+                                              **common))
+    threads = export_training_data(ExportConfig(str(raster), str(tmp_path / "c.tif"), str(tmp_path / "t"),
+                                                workers=1, **common))
+    assert procs.processes == 2 and procs.skipped["no_features"] > 20
+    assert (procs.skipped, procs.chip_count) == (threads.skipped, threads.chip_count)
+    names = sorted(p.stem for p in (tmp_path / "p" / "images").iterdir())
+    assert names == [f"{i:06d}" for i in range(procs.chip_count)]
+    assert_same_folder(tmp_path / "t", tmp_path / "p")
+    assert no_worker_left()
