@@ -1143,8 +1143,13 @@ class _BlockCounter:
         """The next block, read without the lock (it only grows: a peek, to skip a pointless claim)."""
         return int.from_bytes(self._shared[:8], "little")
 
-    def claim(self) -> int:
-        """Take the next block (its number may be past the last one: none is left)."""
+    def claim(self, waiting: Callable[[], None]) -> int:
+        """Take the next block (its number may be past the last one: none is left); ``waiting()`` runs every
+        50 ms while another process holds the lock (it held it for microseconds, unless it was killed then)."""
+        import select
+
+        while not select.select([self._token], [], [], 0.05)[0]:
+            waiting()
         os.read(self._token, 1)
         try:
             block = self.value
@@ -1239,7 +1244,7 @@ def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: in
                 collect()
                 if b in ready:
                     break
-                if counter.value < blocks and (c := counter.claim()) < blocks:
+                if counter.value < blocks and (c := counter.claim(waiting)) < blocks:
                     ready[c] = (*own.make(c, waiting), True)
                 else:
                     _wait_any([conns[i] for i in busy], [procs[i] for i in busy], fb)
@@ -1336,7 +1341,7 @@ def _process_worker(conn: Any, job: _ChipJob, counter: _BlockCounter, starts: li
             stats = _BandStats(len(job.bands), job.out_dtype)
             maker = _BlockMaker(job, src, raster_labels, stats, starts, counter)
             try:
-                while (b := counter.claim()) < len(starts) - 1:
+                while (b := counter.claim(waiting)) < len(starts) - 1:
                     kept, skipped = maker.make(b, waiting)
                     maker.sink.finish()  # the bookkeeping may rename these files: they must be complete
                     conn.send(("block", (b, kept, skipped)))

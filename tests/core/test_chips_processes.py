@@ -389,7 +389,7 @@ def test_block_counter_hands_out_blocks_and_predicts_first_chips() -> None:
 
     counter = _BlockCounter(4)
     try:
-        assert [counter.claim() for _ in range(5)] == [0, 1, 2, 3, 4]  # 4: past the last block
+        assert [counter.claim(lambda: None) for _ in range(5)] == [0, 1, 2, 3, 4]  # 4: past the last block
         counter.publish(0, 16)
         counter.publish(1, 0)  # every candidate outside the mask
         counter.publish(3, 5)
@@ -408,6 +408,11 @@ def test_block_counter_hands_out_blocks_and_predicts_first_chips() -> None:
 
         with pytest.raises(RasterReadError, match="died"):
             _BlockCounter(6).first_index(5, gone)
+        import os
+
+        os.read(counter._token, 1)  # as if a process had been killed while it held the lock
+        with pytest.raises(RasterReadError, match="died"):
+            counter.claim(gone)
     finally:
         counter.close()
 
