@@ -461,8 +461,12 @@ def _byte_histogram(band: np.ndarray, valid: np.ndarray | None = None) -> np.nda
         vals = band.ravel() if valid is None else band[valid]
         out: np.ndarray = np.bincount(vals, minlength=256)[:256]
         return out
-    mask = () if valid is None else ((0, 0), _byte_image(np.ascontiguousarray(valid).view(np.uint8)))
-    return np.array(_byte_image(np.ascontiguousarray(band)).histogram(*mask), dtype=np.int64)
+    return np.array(_byte_image(np.ascontiguousarray(band)).histogram(*_mask_args(valid)), dtype=np.int64)
+
+
+def _mask_args(valid: np.ndarray | None) -> tuple[Any, ...]:
+    """The arguments of a Pillow C image's ``histogram`` that count only the ``valid`` pixels (all: none)."""
+    return () if valid is None else ((0, 0), _byte_image(np.ascontiguousarray(valid).view(np.uint8)))
 
 
 def _byte_image(plane: np.ndarray) -> Any:
@@ -498,7 +502,7 @@ def _chip_histograms(data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     """
     if data.dtype != np.uint8:
         return np.stack([_byte_histogram(band, valid) for band in data])
-    mask = () if valid is None else ((0, 0), _byte_image(np.ascontiguousarray(valid).view(np.uint8)))
+    mask = _mask_args(valid)
     counts: list[int] = []
     for band in data:
         counts += _byte_image(np.ascontiguousarray(band)).histogram(*mask)
@@ -1169,11 +1173,12 @@ def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: in
     """Make the chips in this process and ``workers - 1`` forked ones, in blocks of candidates (:func:`_block_starts`).
 
     Workers take the next untaken block, write its chips under their predicted names (:class:`_BlockCounter`)
-    and send back only what the bookkeeping needs (then, at the end, their histograms). This process yields the
-    blocks in order, so names, index and statistics are those of the threads (a chip whose prediction was
+    and send back only what the bookkeeping needs (then, at the end, their histograms). This process yields
+    the blocks in order, so names, index and statistics are those of the threads (a chip whose prediction was
     too high is renamed then); while the next block in order is not ready it makes an untaken block itself,
-    so no core idles and the bookkeeping it also does never holds the workers back. A worker that fails sends its error; one that
-    dies (out of memory) is noticed; cancel and errors terminate them all before the folder is removed.
+    so no core idles and the bookkeeping it also does never holds the workers back. A worker that fails sends
+    its error; one that dies (out of memory) is noticed; cancel and errors terminate them all before the
+    folder is removed.
     Workers that sent everything are handed to ``finisher``: they exit on their own (6-11 ms each) while the
     export ends, except the first, which waits to draw the preview (:class:`_Finisher`).
     """
