@@ -1206,7 +1206,8 @@ def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: in
             # context (proj.db) to decode the CRS, 14-26 ms of the worker's start. This process never reads
             # through them (a file offset is shared across fork) and closes its copies once the worker has them.
             rasters = _open_worker_rasters(job, src)
-            proc = ctx.Process(target=_process_worker, args=(child, job, counter, starts, rasters, w == 1),
+            proc = ctx.Process(target=_process_worker, args=(child, job, counter, starts, rasters, w == 1,
+                                                             [*conns, parent]),
                                name=f"chip-worker-{w}", daemon=True)
             try:
                 proc.start()
@@ -1326,14 +1327,19 @@ def _open_worker_rasters(job: _ChipJob, src: Any) -> tuple[Any, Any]:
 
 
 def _process_worker(conn: Any, job: _ChipJob, counter: _BlockCounter, starts: list[int], rasters: tuple[Any, Any],
-                    helper: bool) -> None:
+                    helper: bool, inherited: list[Any]) -> None:
     """A forked worker: makes untaken blocks until none is left, then sends its histograms (and, the ``helper``,
     draws the preview when asked: :class:`_Finisher`).
 
     ``rasters``: its raster and label raster, opened by the export's process for it (:func:`_open_worker_rasters`).
+    ``inherited``: the export's ends of the workers' pipes, which the fork copied. They are closed at once: while
+    any copy of the export's end is open, the worker's end never reads EOF, so the helper would wait for a job
+    forever once the export no longer needs it (or has died).
     """
     from .raster_io import raster_env
 
+    for end in inherited:
+        end.close()
     src, raster_labels = rasters
     parent = os.getppid()
 

@@ -439,3 +439,56 @@ def test_chips_skipped_after_their_read_in_processes_still_get_consecutive_names
     assert names == [f"{i:06d}" for i in range(procs.chip_count)]
     assert_same_folder(tmp_path / "t", tmp_path / "p")
     assert no_worker_left()
+
+
+def test_without_a_preview_the_helper_is_let_go(tmp_path: Path) -> None:
+    """No preview to draw: the worker waiting for one sees its pipe close and exits (it once waited forever:
+    every worker held a copy of the export's end of the helper's pipe)."""
+    raster, labels = grid_case(tmp_path)
+    cfg = ExportConfig(str(raster), str(labels), str(tmp_path / "p"), tile_size_px=(16, 16), stride_px=(16, 16),
+                       workers=3, preview_chips=0)
+    script = ("import json, sys, multiprocessing; from core.chips import ExportConfig, export_training_data; "
+              "r = export_training_data(ExportConfig.from_dict(json.loads(sys.argv[1]))); "
+              "print(r.processes, len(multiprocessing.active_children()))")
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(cfg.to_dict())], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["3", "0"]
+    assert not (tmp_path / "p" / "preview.png").exists() and (tmp_path / "p" / "dataset.json").exists()
+
+
+def test_the_helper_exits_when_the_export_is_killed(tmp_path: Path) -> None:
+    """The export's process killed while its helper waits for the preview: the helper sees EOF and exits."""
+    import os
+    import signal
+    import time
+
+    raster, labels = grid_case(tmp_path)
+    cfg = ExportConfig(str(raster), str(labels), str(tmp_path / "p"), tile_size_px=(16, 16), stride_px=(16, 16),
+                       workers=2, preview_chips=0)
+    script = ("import json, sys, time, multiprocessing; import core.chips as c\n"
+              "def stuck(*a):\n"
+              "    print(*[p.pid for p in multiprocessing.active_children()], flush=True); time.sleep(60)\n"
+              "c._write_footprints = stuck\n"
+              "c.export_training_data(c.ExportConfig.from_dict(json.loads(sys.argv[1])))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.to_dict())], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        helpers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(helpers) == 1
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(helpers[0], 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(helpers[0], signal.SIGKILL)
+            pytest.fail("the helper outlived the export's process by 10 s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
