@@ -6,8 +6,9 @@ Geometries come back as shapely objects; attributes as a dict of numpy arrays.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,7 @@ def write_vector(
     if geometry_type is None:
         kinds = {g.geom_type for g in geometries}
         geometry_type = kinds.pop() if len(kinds) == 1 else "Unknown"
-    _no_sqlite_journal()
-    with atomic_output(final, overwrite=overwrite) as tmp:
+    with atomic_output(final, overwrite=overwrite) as tmp, _no_sqlite_journal():
         pyogrio.raw.write(
             str(tmp),
             wkb,
@@ -99,20 +99,21 @@ def write_vector(
     return final
 
 
-_JOURNAL_OFF = False
-
-
-def _no_sqlite_journal() -> None:
-    """GeoPackages written without SQLite's rollback journal (pyogrio's own GDAL only, process-wide).
+@contextlib.contextmanager
+def _no_sqlite_journal() -> Iterator[None]:
+    """Write GeoPackages without SQLite's rollback journal (pyogrio's own GDAL; put back afterwards).
 
     Every vector file this project writes is written under a temporary name and renamed when complete
     (:func:`core.outputs.atomic_output`), so a crash leaves garbage to delete, never a half-written layer that
     a journal would have to roll back; the journal's file creation and deletion were 15 % of writing an
-    export's 400 chip footprints (1.5-2 of 10-12 ms). QGIS's GDAL is a separate library and is not affected.
+    export's 400 chip footprints (1.5-2 of 10-12 ms). The setting is GDAL's, process-wide, so it is only held
+    during the write: reads (a user's label layer) keep SQLite's defaults. QGIS's GDAL is a separate library.
     """
-    global _JOURNAL_OFF
-    if not _JOURNAL_OFF:
-        import pyogrio
+    import pyogrio
 
-        pyogrio.set_gdal_config_options({"OGR_SQLITE_JOURNAL": "OFF"})
-        _JOURNAL_OFF = True
+    before = pyogrio.get_gdal_config_option("OGR_SQLITE_JOURNAL")
+    pyogrio.set_gdal_config_options({"OGR_SQLITE_JOURNAL": "OFF"})
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_SQLITE_JOURNAL": before})
