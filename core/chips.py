@@ -461,7 +461,8 @@ def _byte_histogram(band: np.ndarray, valid: np.ndarray | None = None) -> np.nda
         vals = band.ravel() if valid is None else band[valid]
         out: np.ndarray = np.bincount(vals, minlength=256)[:256]
         return out
-    return np.array(_byte_image(np.ascontiguousarray(band)).histogram(*_mask_args(valid)), dtype=np.int64)
+    out = _chip_histograms(band[None], valid)[0]
+    return out
 
 
 def _mask_args(valid: np.ndarray | None) -> tuple[Any, ...]:
@@ -938,7 +939,7 @@ def _make_chip(job: _ChipJob, raster_labels: Any, cand: _Candidate, px: _Pixels,
         skipped["no_features"] += 1  # no labelled pixel (0 and the ignore value do not count)
         return None
     if speed_bands is not None and invalid is not None:
-        speed_bands[:, invalid] = 0
+        np.copyto(speed_bands, 0, where=invalid)
     files = [_ChipFile(job.path("images", name), px.stored, job.image_nodata, job.ext),
              _ChipFile(job.path("labels", name), label[None], None, job.label_ext, True)]
     if cfg.orientation and vlabels is not None:
@@ -1240,9 +1241,7 @@ def _chips_in_processes(job: _ChipJob, src: Any, raster_labels: Any, workers: in
             """While a worker counts its block: cancel, its error or its death still end the export."""
             check_canceled(fb, "export of training chips")
             collect()
-            for i in busy:
-                if not procs[i].is_alive() and not conns[i].poll():
-                    raise RasterReadError(_DIED.format(procs[i].exitcode))
+            _raise_if_one_died([conns[i] for i in busy], [procs[i] for i in busy])
 
         for b in range(blocks):
             while b not in ready:
@@ -1291,9 +1290,14 @@ def _wait_any(conns: list[Any], procs: list[Any], fb: Feedback) -> None:
 
     while not wait(conns, timeout=0.05):
         check_canceled(fb, "export of training chips")
-        for conn, proc in zip(conns, procs):
-            if not proc.is_alive() and not conn.poll():
-                raise RasterReadError(_DIED.format(proc.exitcode))
+        _raise_if_one_died(conns, procs)
+
+
+def _raise_if_one_died(conns: list[Any], procs: list[Any]) -> None:
+    """Fail the export if a worker exited without a word (killed: out of memory, say)."""
+    for conn, proc in zip(conns, procs):
+        if not proc.is_alive() and not conn.poll():
+            raise RasterReadError(_DIED.format(proc.exitcode))
 
 
 _DIED = ("an export worker process died (exit code {}), perhaps out of memory; export with fewer workers "
